@@ -1,0 +1,113 @@
+"""Artifacts (what a step produces), their sizes, and how to load one into a callable runner.
+
+Only safe loaders touch files: safetensors for torch weights, never an unpickler.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import io
+import platform
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinygate.errors import GateError
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class BackendUnavailable(Exception):
+    """This machine cannot execute the artifact (Core ML prediction off macOS); tests skip with the reason."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: str  # torch | torchscript | onnx | mlpackage
+    path: Path  # a file, or the .mlpackage folder
+    digest: str
+    factory: str  # the float model's factory, needed to rebuild torch modules from weights
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def disk_bytes(self) -> int:
+        """Bytes on disk; a folder (an .mlpackage) counts every file in it."""
+        if self.path.is_file():
+            return self.path.stat().st_size
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def transfer_bytes(self) -> int:
+        """Bytes sent over the network: gzip -9 of a file, a deflated zip of a folder."""
+        if self.path.is_file():
+            return len(gzip.compress(self.path.read_bytes(), compresslevel=9, mtime=0))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            for p in sorted(self.path.rglob("*")):
+                if p.is_file():
+                    zf.write(p, p.relative_to(self.path).as_posix())
+        return len(buf.getvalue())
+
+
+def build_module(factory: str):
+    """Call a `module:callable` factory; it returns the torch.nn.Module without weights."""
+    module, func = factory.split(":")
+    return getattr(importlib.import_module(module), func)()
+
+
+def load_torch(art: Artifact):
+    """The float or pruned torch model: the factory's module with the safetensors weights loaded."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model = build_module(art.factory)
+    try:
+        state = load_file(str(art.path))
+    except (SafetensorError, OSError) as exc:
+        raise GateError(art.path, None, f"cannot read safetensors weights: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        problem = " ".join(str(exc).split())
+        raise GateError(art.path, None, f"weights do not fit {art.factory}: {problem}") from None
+    return model.eval()
+
+
+def runner(art: Artifact, threads: int = 1) -> Runner:
+    """A function from one batched input array to the model's first output, for the artifact's backend."""
+    if art.kind in ("torch", "torchscript"):
+        import torch
+
+        torch.set_num_threads(threads)
+        if art.kind == "torch":
+            model = load_torch(art)
+        else:
+            torch.backends.quantized.engine = dict(art.meta)["engine"]
+            model = torch.jit.load(str(art.path))
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+        return run
+    if art.kind == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(art.path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if art.kind == "mlpackage":
+        if platform.system() != "Darwin":
+            raise BackendUnavailable("Core ML MLModel.predict runs only on macOS; this is "
+                                     f"{platform.system()}, so Core ML outputs cannot be computed here")
+        import coremltools as ct
+
+        model = ct.models.MLModel(str(art.path))
+        spec = model.get_spec().description
+        in_name, out_name = spec.input[0].name, spec.output[0].name
+        return lambda x: np.asarray(model.predict({in_name: x})[out_name])
+    raise ValueError(f"unknown artifact kind {art.kind!r}")

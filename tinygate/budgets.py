@@ -1,0 +1,41 @@
+"""Every budget key a variant may set: its direction, unit, the tasks it applies to and its valid range.
+
+Each key is checked by exactly one test in model_tests/ (tests/test_gate_layout.py holds that true).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    key: str
+    kind: str  # "min": the measured value must be >= budget; "max": <= budget
+    unit: str
+    label: str
+    tasks: tuple[str, ...]
+    low: float = 0.0
+    high: float = math.inf
+
+    def holds(self, value: float, budget: float) -> bool:
+        """True when the measured value meets the budget; a NaN or infinite measurement never does."""
+        if not math.isfinite(value):
+            return False
+        return value >= budget if self.kind == "min" else value <= budget
+
+
+BOTH = ("image", "classifier")
+BUDGETS: dict[str, Budget] = {b.key: b for b in (
+    Budget("max_size_kb", "max", "KB", "size on disk", BOTH, low=1e-3),
+    Budget("max_size_ratio", "max", "x float", "size / float size", BOTH, low=1e-3, high=10.0),
+    Budget("max_transfer_kb", "max", "KB", "compressed transfer size", BOTH, low=1e-3),
+    Budget("min_psnr_db", "min", "dB", "mean PSNR", ("image",), high=100.0),
+    Budget("min_psnr_p5_db", "min", "dB", "5th-percentile PSNR", ("image",), high=100.0),
+    Budget("min_ssim", "min", "", "mean SSIM", ("image",), high=1.0),
+    Budget("max_psnr_drop_db", "max", "dB", "PSNR drop vs float", ("image",), high=100.0),
+    Budget("min_accuracy_pct", "min", "%", "accuracy", ("classifier",), high=100.0),
+    Budget("max_accuracy_drop_pct", "max", "pts", "accuracy drop vs float", ("classifier",), high=100.0),
+    Budget("min_top1_agreement_pct", "min", "%", "top-1 agreement with float", ("classifier",), high=100.0),
+)}

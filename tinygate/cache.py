@@ -1,0 +1,79 @@
+"""A content-addressed, on-disk cache of built artifacts and evaluations.
+
+An entry's key hashes its inputs (the input artifact's hash, the step, its parameters, the tool
+versions); a second run with nothing changed finds every entry and rebuilds nothing. Entries are
+built in a temporary folder and renamed into place, under a file lock, so a killed run leaves no
+half-written entry and parallel workers build each entry once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+TOOLS = ("tinygate", "torch", "onnx", "onnxruntime", "onnxscript", "coremltools", "numpy", "scikit-image")
+
+
+def tool_versions() -> dict[str, str]:
+    """Installed versions of every tool that can change an artifact or a figure."""
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def digest_path(path: Path) -> str:
+    """sha256 of a file, or of a folder's relative paths and file contents (an .mlpackage)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if f != path:
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def key_of(**parts: Any) -> str:
+    """A stable key from JSON-serialisable parts."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.built: list[str] = []  # keys built (not found) in this process, for tests and the report
+
+    def get_or_build(self, key: str, build: Callable[[Path], None]) -> Path:
+        """The entry folder for `key`; `build(tmp_dir)` fills a fresh folder when it is absent."""
+        entry = self.root / key
+        if (entry / ".complete").is_file():
+            return entry
+        with FileLock(str(self.root / f"{key}.lock")):
+            if (entry / ".complete").is_file():
+                return entry
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+            try:
+                build(tmp)
+                (tmp / ".complete").write_text("ok")
+                if entry.exists():  # an incomplete leftover of a killed run
+                    shutil.rmtree(entry)
+                os.replace(tmp, entry)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            self.built.append(key)
+        return entry

@@ -1,0 +1,232 @@
+"""Load and validate gate.toml: every model, its data, its variants (ordered steps) and their budgets.
+
+Validation runs before any test; the first problem found becomes one GateError line naming the
+file, the dotted key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinygate.budgets import BUDGETS
+from tinygate.errors import GateError
+from tinygate.steps import BACKEND, STEPS
+
+TASKS = ("image", "classifier")
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a data set comes from: a `module:callable` returning a Dataset, or an .npz file."""
+
+    source: str | None = None
+    npz: Path | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    model: str
+    name: str
+    steps: tuple[Step, ...]
+    budgets: dict[str, float]
+    kind: str  # the artifact kind the last step produces
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.name}"
+
+    @property
+    def backend(self) -> str:
+        return BACKEND[self.kind]
+
+    @property
+    def is_float(self) -> bool:
+        return not self.steps
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    factory: str
+    weights: Path
+    task: str
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    eval: DataSpec
+    calibration: DataSpec | None
+    variants: dict[str, Variant]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    path: Path
+    models: dict[str, Model]
+
+    @property
+    def variants(self) -> list[Variant]:
+        return [v for m in self.models.values() for v in m.variants.values()]
+
+
+class _Reader:
+    """Walks the TOML tree, remembering the dotted key so every error can name it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> GateError:
+        return GateError(self.path, key, problem)
+
+    def table(self, data: Any, key: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(key, f"must be a table, got {type(data).__name__}")
+        unknown = sorted(set(data) - required - optional)
+        if unknown:
+            allowed = ", ".join(sorted(required | optional))
+            raise self.fail(f"{key}.{unknown[0]}" if key else unknown[0], f"unknown key (allowed: {allowed})")
+        missing = sorted(required - set(data))
+        if missing:
+            raise self.fail(f"{key}.{missing[0]}" if key else missing[0], "required key is missing")
+        return data
+
+    def typed(self, value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(key, f"must be {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def file(self, value: Any, key: str) -> Path:
+        path = (self.path.parent / self.typed(value, key, str)).resolve()
+        if not path.is_file():
+            raise self.fail(key, f"file not found: {path}")
+        return path
+
+    def callable_ref(self, value: Any, key: str) -> str:
+        ref = self.typed(value, key, str)
+        if not re.fullmatch(r"[\w.]+:\w+", ref):
+            raise self.fail(key, f"must be 'module:callable', got {ref!r}")
+        module, func = ref.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except Exception as exc:  # the user's module failing to import is their error, name it
+            raise self.fail(key, f"cannot import module {module!r}: {type(exc).__name__}: {exc}") from None
+        if not callable(getattr(mod, func, None)):
+            raise self.fail(key, f"module {module!r} has no callable {func!r}")
+        return ref
+
+
+def load(path: str | Path) -> GateConfig:
+    """Parse and validate a gate config; raises GateError on the first problem."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise GateError(path, None, "gate config file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GateError(path, None, f"not valid TOML: {exc}") from None
+    r = _Reader(path)
+    r.table(raw, "", {"models"}, set())
+    models_raw = r.table(raw["models"], "models", set(), set(raw["models"]) if isinstance(raw["models"], dict) else set())
+    if not models_raw:
+        raise r.fail("models", "no model is configured")
+    return GateConfig(path, {name: _model(r, name, body) for name, body in models_raw.items()})
+
+
+def _model(r: _Reader, name: str, body: Any) -> Model:
+    key = f"models.{name}"
+    if not NAME.match(name):
+        raise r.fail(key, "model names are lower-case letters, digits and underscores")
+    body = r.table(body, key, {"factory", "weights", "task", "input", "output", "eval", "variants"},
+                   {"calibration"})
+    task = r.typed(body["task"], f"{key}.task", str)
+    if task not in TASKS:
+        raise r.fail(f"{key}.task", f"must be one of {', '.join(TASKS)}; got {task!r}")
+    inp = r.table(body["input"], f"{key}.input", {"name", "shape"}, set())
+    shape = r.typed(inp["shape"], f"{key}.input.shape", list)
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise r.fail(f"{key}.input.shape", f"must be a list of positive integers, got {shape!r}")
+    out = r.table(body["output"], f"{key}.output", {"name"}, set())
+    eval_spec = _data(r, f"{key}.eval", body["eval"])
+    calibration = _data(r, f"{key}.calibration", body["calibration"]) if "calibration" in body else None
+    variants_raw = r.table(body["variants"], f"{key}.variants", set(),
+                           set(body["variants"]) if isinstance(body["variants"], dict) else set())
+    if not variants_raw:
+        raise r.fail(f"{key}.variants", "no variant is configured")
+    variants = {v: _variant(r, name, v, task, b, calibration is not None) for v, b in variants_raw.items()}
+    if not any(v.is_float for v in variants.values()):
+        raise r.fail(f"{key}.variants", "one variant must have steps = [] (the float model all others are compared with)")
+    return Model(
+        name=name, factory=r.callable_ref(body["factory"], f"{key}.factory"),
+        weights=r.file(body["weights"], f"{key}.weights"), task=task,
+        input_name=r.typed(inp["name"], f"{key}.input.name", str), input_shape=tuple(shape),
+        output_name=r.typed(out["name"], f"{key}.output.name", str),
+        eval=eval_spec, calibration=calibration, variants=variants,
+    )
+
+
+def _data(r: _Reader, key: str, body: Any) -> DataSpec:
+    body = r.table(body, key, set(), {"source", "npz"})
+    if len(body) != 1:
+        raise r.fail(key, "give exactly one of 'source' (module:callable) or 'npz' (a file)")
+    if "source" in body:
+        return DataSpec(source=r.callable_ref(body["source"], f"{key}.source"))
+    return DataSpec(npz=r.file(body["npz"], f"{key}.npz"))
+
+
+def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibration: bool) -> Variant:
+    key = f"models.{model}.variants.{name}"
+    if not NAME.match(name):
+        raise r.fail(key, "variant names are lower-case letters, digits and underscores")
+    body = r.table(body, key, {"steps", "budgets"}, set())
+    steps_raw = r.typed(body["steps"], f"{key}.steps", list)
+    kind, steps = "torch", []
+    for i, raw in enumerate(steps_raw):
+        skey = f"{key}.steps[{i}]"
+        if not isinstance(raw, dict) or "step" not in raw:
+            raise r.fail(skey, "each step is a table with a 'step' key, e.g. { step = \"prune\", rate = 0.3 }")
+        step_name = r.typed(raw["step"], f"{skey}.step", str)
+        spec = STEPS.get(step_name)
+        if spec is None:
+            raise r.fail(f"{skey}.step", f"unknown step {step_name!r} (known: {', '.join(STEPS)})")
+        r.table(raw, skey, {"step"}, set(spec.params))
+        if spec.uses_calibration and not has_calibration:
+            raise r.fail(f"{skey}.step", f"{step_name} calibrates, but models.{model}.calibration is not set")
+        if kind not in spec.consumes:
+            raise r.fail(f"{skey}.step", f"{step_name} takes a {'/'.join(spec.consumes)} model, "
+                                         f"but the steps before it produce {kind}")
+        params = {}
+        for pname, param in spec.params.items():
+            value = r.typed(raw.get(pname, param.default), f"{skey}.{pname}", param.type)
+            if (problem := param.check(value)) is not None:
+                raise r.fail(f"{skey}.{pname}", problem)
+            params[pname] = value
+        steps.append(Step(step_name, params))
+        kind = spec.produces
+    budgets_raw = r.table(body["budgets"], f"{key}.budgets", set(), set(BUDGETS))
+    budgets = {}
+    for bkey, value in budgets_raw.items():
+        budget = BUDGETS[bkey]
+        value = r.typed(value, f"{key}.budgets.{bkey}", float)
+        if task not in budget.tasks:
+            raise r.fail(f"{key}.budgets.{bkey}", f"does not apply to a {task} model (it is for {'/'.join(budget.tasks)})")
+        if not budget.low <= value <= budget.high:
+            raise r.fail(f"{key}.budgets.{bkey}", f"must be in [{budget.low}, {budget.high}] {budget.unit}, got {value}")
+        budgets[bkey] = value
+    if not steps and any(k.endswith(("_drop_db", "_drop_pct", "_ratio", "agreement_pct")) for k in budgets):
+        raise r.fail(f"{key}.budgets", "the float variant cannot have budgets relative to itself")
+    return Variant(model, name, tuple(steps), budgets, kind)

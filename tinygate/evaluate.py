@@ -1,0 +1,61 @@
+"""Run an artifact over the evaluation set and keep its per-sample scores, cached by content.
+
+The cache key is the artifact's hash, the evaluation data's hash and the tool versions, so changed
+weights, data or tools always re-evaluate, and an unchanged run reads its scores back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinygate import metrics
+from tinygate.artifacts import Artifact, runner
+from tinygate.cache import Cache, key_of, tool_versions
+from tinygate.config import Model
+from tinygate.data import Dataset
+from tinygate.errors import GateError
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-sample scores of one artifact: psnr/ssim for image models, predictions/correct for classifiers."""
+
+    values: dict[str, np.ndarray]
+    backend: str
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+
+def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
+    run = runner(art, threads)
+    return np.concatenate([run(np.ascontiguousarray(x[None])) for x in data.inputs])
+
+
+def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1) -> Scores:
+    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions(), task=model.task)
+    backend = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime", "mlpackage": "Core ML runtime"}
+
+    def build(out: Path) -> None:
+        outputs = outputs_of(art, data, threads)
+        if model.task == "image":
+            if data.targets is None:
+                raise GateError(f"models.{model.name}.eval", "targets", "an image model's evaluation set needs targets")
+            if outputs.shape != data.targets.shape:
+                raise GateError(art.path, None, f"output shape {outputs.shape[1:]} does not match "
+                                                f"the targets' {data.targets.shape[1:]}")
+            values = metrics.image_scores(outputs, data.targets)
+        else:
+            if data.labels is None:
+                raise GateError(f"models.{model.name}.eval", "labels", "a classifier's evaluation set needs labels")
+            predictions = outputs.reshape(len(outputs), -1).argmax(1)
+            predictions[~np.isfinite(outputs.reshape(len(outputs), -1)).all(1)] = -1  # NaN never counts
+            values = {"predictions": predictions, "correct": predictions == data.labels}
+        np.savez(out / "scores.npz", **values)
+
+    entry = cache.get_or_build(key, build)
+    with np.load(entry / "scores.npz") as npz:
+        return Scores({k: npz[k] for k in npz.files}, backend[art.kind])

@@ -1,0 +1,43 @@
+"""Quality metrics: scikit-image's PSNR and SSIM per image, accuracy and agreement for classifiers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def image_scores(outputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image PSNR (dB) and SSIM of NCHW outputs against targets, both in [0, 1].
+
+    Outputs are clipped to [0, 1] first, as a displayed image would be; a non-finite output
+    scores NaN, which fails every floor.
+    """
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    psnr, ssim = np.empty(len(outputs)), np.empty(len(outputs))
+    for i, (out, ref) in enumerate(zip(outputs, targets, strict=True)):
+        if not np.all(np.isfinite(out)):
+            psnr[i] = ssim[i] = np.nan
+            continue
+        out = np.clip(out, 0.0, 1.0).astype(np.float32)
+        ref = ref.astype(np.float32)
+        psnr[i] = peak_signal_noise_ratio(ref, out, data_range=1.0)
+        ssim[i] = structural_similarity(ref, out, data_range=1.0, channel_axis=0)
+    return {"psnr": psnr, "ssim": ssim}
+
+
+def percentile(values: np.ndarray, q: float) -> float:
+    """The q-th percentile, NaN if any value is NaN (a broken sample must not be averaged away)."""
+    return float("nan") if np.isnan(values).any() else float(np.percentile(values, q))
+
+
+def mean(values: np.ndarray) -> float:
+    return float(np.mean(values))
+
+
+def accuracy_pct(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return 100.0 * float(np.mean(predictions == labels))
+
+
+def agreement_pct(predictions: np.ndarray, reference: np.ndarray) -> float:
+    """Share of samples where two models predict the same class, in percent."""
+    return 100.0 * float(np.mean(predictions == reference))

@@ -1,0 +1,125 @@
+"""Turn a variant's steps into artifacts: the float model, then each step applied through the cache."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from tinygate.artifacts import Artifact
+from tinygate.cache import Cache, digest_path, key_of, tool_versions
+from tinygate.config import DataSpec, Model, Step
+from tinygate.data import Dataset
+from tinygate.errors import GateError
+from tinygate.steps import STEPS
+
+
+def load_data(spec: DataSpec, where: str) -> Dataset:
+    """Call a data source, or read an .npz with `inputs` (and optional `targets` / `labels`)."""
+    if spec.npz is not None:
+        with np.load(spec.npz, allow_pickle=False) as npz:
+            if "inputs" not in npz:
+                raise GateError(spec.npz, where, "the .npz has no 'inputs' array")
+            data = Dataset(**{k: npz[k] for k in ("inputs", "targets", "labels") if k in npz})
+    else:
+        module, func = spec.source.split(":")
+        data = getattr(importlib.import_module(module), func)()
+        if not isinstance(data, Dataset):
+            raise GateError(spec.source, where, f"must return a tinygate.data.Dataset, got {type(data).__name__}")
+    if len(data) == 0:
+        raise GateError(spec.npz or spec.source, where, "the data set is empty")
+    return data
+
+
+@dataclass
+class Context:
+    """What a step may need besides its input artifact: the model's config and its data."""
+
+    model: Model
+    cache: Cache
+
+    def example_input(self) -> np.ndarray:
+        """A fixed, seeded input of the configured shape, for tracing and export."""
+        return np.random.default_rng(0).random(self.model.input_shape, dtype=np.float32)
+
+    def calibration(self) -> Dataset:
+        return cached_data(self.cache, self.model.calibration, f"models.{self.model.name}.calibration")
+
+    def evaluation(self) -> Dataset:
+        return cached_data(self.cache, self.model.eval, f"models.{self.model.name}.eval")
+
+
+_data_memo: dict[tuple[str, str], Dataset] = {}
+
+
+def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
+    """A data set, built once and kept on disk: a source's module file and the tool versions key it."""
+    if spec.npz is not None:
+        return load_data(spec, where)
+    module = importlib.import_module(spec.source.split(":")[0])
+    ident = (spec.source, digest_path(Path(module.__file__)))
+    if ident not in _data_memo:
+        key = key_of(data=spec.source, module=ident[1], tools=tool_versions())
+
+        def build(out: Path) -> None:
+            data = load_data(spec, where)
+            np.savez(out / "data.npz", **{k: v for k, v in vars(data).items() if v is not None})
+
+        entry = store.get_or_build(key, build)
+        _data_memo[ident] = load_data(DataSpec(npz=entry / "data.npz"), where)
+    return _data_memo[ident]
+
+
+def float_artifact(model: Model) -> Artifact:
+    return Artifact("torch", model.weights, digest_path(model.weights), model.factory)
+
+
+def float_output_shape(model: Model) -> tuple[int, ...]:
+    """The float model's output shape on an input of the configured shape."""
+    return _output_shape(model.factory, model.weights, model.input_shape)
+
+
+@cache
+def _output_shape(factory: str, weights: Path, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    from tinygate.artifacts import runner
+
+    art = Artifact("torch", weights, digest_path(weights), factory)
+    return tuple(runner(art)(np.random.default_rng(0).random(input_shape, dtype=np.float32)).shape)
+
+
+@cache
+def _versions() -> dict[str, str]:
+    return tool_versions()
+
+
+def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
+    """Apply one step to an artifact, or find its result in the cache."""
+    spec = STEPS[step.name]
+    parts = dict(input=src.digest, step=step.name, params=step.params, tools=_versions())
+    if spec.consumes == ("torch",):
+        parts.update(factory=src.factory, input_shape=ctx.model.input_shape,
+                     io=(ctx.model.input_name, ctx.model.output_name))
+    if spec.uses_calibration:
+        parts["calibration"] = ctx.calibration().digest()
+
+    def build(out: Path) -> None:
+        # Converters warn freely (tracer notes, untested versions); keep their words with the artifact
+        # instead of letting pytest's filterwarnings=error turn them into step failures.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = spec.build_fn()(src, step.params, ctx, out)
+        meta = {"artifact": path.name, "kind": spec.produces, "digest": digest_path(path),
+                "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught})}
+        if (out / "engine").is_file():
+            meta["engine"] = (out / "engine").read_text()
+        (out / "artifact.json").write_text(json.dumps(meta))
+
+    entry = ctx.cache.get_or_build(key_of(**parts), build)
+    meta = json.loads((entry / "artifact.json").read_text())
+    extra = tuple((k, v) for k, v in meta.items() if k == "engine")
+    return Artifact(meta["kind"], entry / meta["artifact"], meta["digest"], src.factory, extra)

@@ -1,0 +1,156 @@
+"""What a gate run reports: every check (value, budget, verdict) and every variant's figures.
+
+Written at the end of a run to reports/latest/: results.json for machines, summary.md for a pull
+request, optimization_results.png (size against quality, as in the seeds); plus a terminal table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tinygate.budgets import BUDGETS
+from tinygate.cache import tool_versions
+
+
+@dataclass
+class Check:
+    model: str
+    variant: str
+    check: str
+    value: float | str | None
+    budget: float | str | None
+    unit: str
+    passed: bool
+    backend: str
+    note: str = ""
+
+
+@dataclass
+class Recorder:
+    """Collects checks and per-variant figures during a run (one per pytest process)."""
+
+    checks: list[Check] = field(default_factory=list)
+    figures: dict[str, dict[str, object]] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def figure(self, variant_id: str, **values: object) -> None:
+        self.figures.setdefault(variant_id, {}).update(values)
+
+    def check(self, model: str, variant: str, key: str, value: float, budget: float, backend: str,
+              note: str = "") -> Check:
+        spec = BUDGETS[key]
+        result = Check(model, variant, key, _finite(value), budget, spec.unit, spec.holds(value, budget),
+                       backend, note)
+        self.checks.append(result)
+        return result
+
+    def spec_check(self, model: str, variant: str, name: str, actual: object, expected: object, backend: str,
+                   note: str = "") -> Check:
+        """A structural check (names, shapes, precision): passes when actual equals expected."""
+        result = Check(model, variant, name, str(actual), str(expected), "", actual == expected, backend, note)
+        self.checks.append(result)
+        return result
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _fmt(value: float | str | None) -> str:
+    return "n/a" if value is None else value if isinstance(value, str) else f"{value:.4g}"
+
+
+def machine() -> dict[str, str]:
+    return {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(), "node": platform.node()}
+
+
+def write(rec: Recorder, out: Path, exitstatus: int) -> list[Path]:
+    """Write results.json, summary.md and the size/quality plot; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exitstatus": exitstatus,
+           "machine": machine(), "tools": tool_versions(), "hashes": rec.hashes,
+           "figures": rec.figures, "checks": [asdict(c) for c in rec.checks]}
+    paths = [out / "results.json", out / "summary.md"]
+    paths[0].write_text(json.dumps(doc, indent=2, sort_keys=False))
+    paths[1].write_text(markdown(rec, exitstatus))
+    if rec.figures:
+        paths.append(plot(rec, out / "optimization_results.png"))
+    return paths
+
+
+def table_rows(rec: Recorder) -> list[tuple[str, ...]]:
+    rows = []
+    for c in rec.checks:
+        spec = BUDGETS.get(c.check)
+        op = "==" if spec is None else ">=" if spec.kind == "min" else "<="
+        rows.append((f"{c.model}-{c.variant}", c.check, f"{_fmt(c.value)} {c.unit}".strip(),
+                     f"{op} {_fmt(c.budget)}", "pass" if c.passed else "FAIL", c.backend))
+    return rows
+
+
+HEADER = ("variant", "check", "value", "budget", "verdict", "measured on")
+
+
+def terminal_table(rec: Recorder) -> list[str]:
+    rows = [HEADER, *table_rows(rec)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def markdown(rec: Recorder, exitstatus: int) -> str:
+    failed = [c for c in rec.checks if not c.passed]
+    verdict = "**blocked**" if failed or exitstatus else "**may ship**"
+    lines = [f"# tinygate: {verdict}", "",
+             f"{len(rec.checks) - len(failed)} of {len(rec.checks)} budget checks passed; pytest exit status {exitstatus}.",
+             "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(rec)]
+    if rec.figures:
+        keys = sorted({k for f in rec.figures.values() for k in f})
+        lines += ["", "## Figures per variant", "", "| variant | " + " | ".join(keys) + " |",
+                  "|---|" + "---|" * len(keys)]
+        for vid, fig in sorted(rec.figures.items()):
+            cells = [_fmt(v) if isinstance(v, float | int) else str(v) for v in (fig.get(k, "") for k in keys)]
+            lines.append(f"| {vid} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rec: Recorder, path: Path) -> Path:
+    """Size (KB) against quality for every variant, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_model: dict[str, list[tuple[str, dict]]] = {}
+    for vid, fig in sorted(rec.figures.items()):
+        if "size_kb" in fig:
+            by_model.setdefault(str(fig["model"]), []).append((str(fig["variant"]), fig))
+    fig_, axes = plt.subplots(1, max(1, len(by_model)), figsize=(6 * max(1, len(by_model)), 4.5), squeeze=False)
+    for ax, (model, variants) in zip(axes[0], sorted(by_model.items())):
+        metric = "psnr_db" if any("psnr_db" in f for _, f in variants) else "accuracy_pct"
+        for name, f in variants:
+            quality = f.get(metric)
+            y = quality if isinstance(quality, float) and math.isfinite(quality) else None
+            if y is None:  # no number on this machine (Core ML off macOS): mark it on the size axis
+                ax.axvline(f["size_kb"], color="0.8", linestyle=":")
+                ax.annotate(f"{name} (no {metric} here)", (f["size_kb"], ax.get_ylim()[0]), rotation=90,
+                            fontsize=7, color="0.4", va="bottom")
+                continue
+            ax.scatter(f["size_kb"], y, s=40)
+            ax.annotate(name, (f["size_kb"], y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("size on disk (KB)")
+        ax.set_ylabel("mean PSNR (dB)" if metric == "psnr_db" else "accuracy (%)")
+        ax.set_title(model)
+        ax.grid(alpha=0.3)
+    fig_.tight_layout()
+    fig_.savefig(path, dpi=110)
+    plt.close(fig_)
+    return path

@@ -1,0 +1,79 @@
+"""The optimization steps a variant chains: what each consumes and produces, and its parameters.
+
+Each step's build function lives in its own module and is imported only when the step runs, so a
+gate without coremltools can still validate and run its ONNX and torch variants.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Artifact kinds, and the backend that runs each.
+BACKEND = {"torch": "torch", "torchscript": "torch", "onnx": "onnx", "mlpackage": "coreml"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A step parameter: its type, default, and a range check that returns a problem or None."""
+
+    type: type | tuple[type, ...]
+    default: Any
+    check: Callable[[Any], str | None] = lambda v: None
+
+
+def _between(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        ok = (v > lo if lo_open else v >= lo) and v <= hi
+        return None if ok else f"must be in {'(' if lo_open else '['}{lo}, {hi}], got {v}"
+    return check
+
+
+def _one_of(*choices: Any) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}; got {v!r}"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    consumes: tuple[str, ...]
+    produces: str
+    module: str  # tinygate.steps.<module>:<function>
+    params: dict[str, Param] = field(default_factory=dict)
+    uses_calibration: bool = False
+
+    def build_fn(self) -> Callable[..., Any]:
+        module, func = self.module.split(":")
+        return getattr(importlib.import_module(f"tinygate.steps.{module}"), func)
+
+
+STEPS: dict[str, StepSpec] = {s.name: s for s in (
+    StepSpec("prune", ("torch",), "torch", "prune:prune",
+             {"rate": Param(float, 0.3, _between(0.0, 1.0, lo_open=True))}),
+    StepSpec("onnx_export", ("torch",), "onnx", "onnx_steps:export",
+             {"opset": Param(int, 18, _between(13, 23))}),
+    StepSpec("ort_optimize", ("onnx",), "onnx", "onnx_steps:optimize",
+             {"level": Param(str, "basic", _one_of("basic", "extended", "all"))}),
+    StepSpec("ort_int8_dynamic", ("onnx",), "onnx", "onnx_steps:int8_dynamic",
+             {"per_channel": Param(bool, False), "reduce_range": Param(bool, False)}),
+    StepSpec("ort_int8_static", ("onnx",), "onnx", "onnx_steps:int8_static",
+             {"per_channel": Param(bool, True),
+              "calibration": Param(str, "minmax", _one_of("minmax", "entropy", "percentile"))},
+             uses_calibration=True),
+    StepSpec("torch_int8", ("torch",), "torchscript", "torch_int8:quantize",
+             {"backend": Param(str, "x86", _one_of("x86", "fbgemm", "qnnpack"))},
+             uses_calibration=True),
+    StepSpec("coreml", ("torch",), "mlpackage", "coreml_steps:convert",
+             {"precision": Param(str, "fp16", _one_of("fp16", "fp32")),
+              "target": Param(str, "iOS16", _one_of("iOS15", "iOS16", "iOS17", "iOS18", "macOS13", "macOS14"))}),
+    StepSpec("coreml_int8", ("mlpackage",), "mlpackage", "coreml_steps:linear_int8",
+             {"mode": Param(str, "linear_symmetric", _one_of("linear", "linear_symmetric")),
+              "granularity": Param(str, "per_channel", _one_of("per_tensor", "per_channel")),
+              "weight_threshold": Param(int, 0, _between(0, 2**31))}),
+    StepSpec("coreml_palettize", ("mlpackage",), "mlpackage", "coreml_steps:palettize",
+             {"nbits": Param(int, 4, _one_of(1, 2, 3, 4, 6, 8)),
+              "mode": Param(str, "kmeans", _one_of("kmeans", "uniform")),
+              "weight_threshold": Param(int, 0, _between(0, 2**31))}),
+)}

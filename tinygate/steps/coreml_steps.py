@@ -1,0 +1,55 @@
+"""Core ML steps: conversion to an mlprogram, then weight compression with coremltools.optimize.coreml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinygate.artifacts import Artifact, load_torch
+
+
+def convert(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """ct.convert of the traced model to an mlprogram, fp16 compute precision unless fp32 is asked."""
+    import coremltools as ct
+    import torch
+
+    model = load_torch(src)
+    example = torch.from_numpy(ctx.example_input())
+    with torch.inference_mode():
+        traced = torch.jit.trace(model, example)
+    precision = ct.precision.FLOAT16 if params["precision"] == "fp16" else ct.precision.FLOAT32
+    mlmodel = ct.convert(traced, convert_to="mlprogram", compute_precision=precision,
+                         inputs=[ct.TensorType(name=ctx.model.input_name, shape=example.shape)],
+                         outputs=[ct.TensorType(name=ctx.model.output_name)],
+                         minimum_deployment_target=getattr(ct.target, params["target"]))
+    path = out / "model.mlpackage"
+    mlmodel.save(str(path))
+    return path
+
+
+def _load(src: Artifact):
+    import coremltools as ct
+
+    return ct.models.MLModel(str(src.path), skip_model_load=True)
+
+
+def linear_int8(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """Linear int8 weight quantization (constexpr dequantize ops in the saved program)."""
+    import coremltools.optimize.coreml as cto
+
+    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+        mode=params["mode"], dtype="int8", granularity=params["granularity"],
+        weight_threshold=params["weight_threshold"]))
+    path = out / "model.mlpackage"
+    cto.linear_quantize_weights(_load(src), config).save(str(path))
+    return path
+
+
+def palettize(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """Weight palettization: each weight becomes an nbits index into a look-up table (k-means)."""
+    import coremltools.optimize.coreml as cto
+
+    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(
+        nbits=params["nbits"], mode=params["mode"], weight_threshold=params["weight_threshold"]))
+    path = out / "model.mlpackage"
+    cto.palettize_weights(_load(src), config).save(str(path))
+    return path

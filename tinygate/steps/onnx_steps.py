@@ -1,0 +1,77 @@
+"""ONNX steps: export with torch.onnx, graph optimization and int8 quantization with ONNX Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from tinygate.artifacts import Artifact, load_torch
+
+
+def export(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """torch.onnx.export through the dynamo exporter (the TorchScript one is deprecated), one file."""
+    import torch
+
+    model = load_torch(src)
+    path = out / "model.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        torch.onnx.export(model, (torch.from_numpy(ctx.example_input()),), str(path), dynamo=True,
+                          input_names=[ctx.model.input_name], output_names=[ctx.model.output_name],
+                          opset_version=params["opset"], external_data=False, verbose=False)
+    return path
+
+
+def optimize(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """ONNX Runtime's graph optimizations (constant folding, fusions), saved to a file."""
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[params["level"]]
+    path = out / "model.onnx"
+    opts.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(src.path), opts, providers=["CPUExecutionProvider"])
+    return path
+
+
+def int8_dynamic(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """Dynamic int8: weights quantized ahead of time, activations at run time (the seeds' 42 MB case)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = out / "model.onnx"
+    quantize_dynamic(src.path, path, weight_type=QuantType.QInt8,
+                     per_channel=params["per_channel"], reduce_range=params["reduce_range"])
+    return path
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader protocol over the calibration set."""
+
+    def __init__(self, name: str, inputs: np.ndarray) -> None:
+        self._items = iter([{name: x[None]} for x in inputs])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """Static int8 in QDQ format, activation ranges calibrated on the model's calibration set."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    prepared = out / "prepared.onnx"
+    quant_pre_process(str(src.path), str(prepared))
+    path = out / "model.onnx"
+    quantize_static(prepared, path, _Reader(ctx.model.input_name, ctx.calibration().inputs),
+                    quant_format=QuantFormat.QDQ, per_channel=params["per_channel"],
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=methods[params["calibration"]])
+    prepared.unlink()
+    return path

@@ -1,0 +1,41 @@
+"""torch_int8: static post-training int8 quantization in PyTorch, running real int8 CPU kernels.
+
+Which API, and why: FX graph mode from torch.ao.quantization (prepare_fx / convert_fx). It is
+deprecated in favour of torchao's pt2e flow, but pt2e only produces real int8 kernels once lowered
+through torch.compile/Inductor (a C++ toolchain at run time, minutes per model), while FX convert_fx
+gives quantized::conv2d / quantized::linear modules (fbgemm/x86 or qnnpack kernels) straight away,
+needs no QuantStub edits to the user's model, and keeps each layer's int8 weight readable.
+The result is saved with TorchScript, which loads without unpickling Python objects.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from tinygate.artifacts import Artifact, load_torch
+
+
+def quantize(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    engine = params["backend"]
+    torch.backends.quantized.engine = engine
+    model = load_torch(src)
+    example = torch.from_numpy(ctx.example_input())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the deprecation the module docstring explains
+        prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(example,))
+        with torch.inference_mode():
+            for x in ctx.calibration().inputs:
+                prepared(torch.from_numpy(x[None]))
+        quantized = convert_fx(prepared)
+    with torch.inference_mode():
+        scripted = torch.jit.trace(quantized, example)
+    path = out / "model.pt"
+    torch.jit.save(scripted, str(path))
+    (out / "engine").write_text(engine)
+    return path

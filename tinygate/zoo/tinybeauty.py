@@ -1,0 +1,91 @@
+"""TinyBeauty: a tiny image-to-image CNN (256x256 RGB, residual output) and its retouch teacher.
+
+The teacher is a deterministic "retouch" built from scikit-image filters: edge-preserving
+total-variation smoothing followed by a tone change (gamma, contrast curve, warm tint). Training
+photos and evaluation photos are disjoint scikit-image sample photos, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinygate.data import Dataset
+
+SIZE = 256
+TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+EVAL_PHOTOS = ("coffee", "stereo_motorcycle")
+TV_WEIGHT = 0.04
+GAMMA = 0.8
+TINT = (1.05, 1.0, 0.93)
+
+
+class TinyBeauty(nn.Module):
+    """Six 3x3 convs, 24 channels wide (22,155 parameters); predicts a residual added to the input."""
+
+    def __init__(self, width: int = 24, depth: int = 5) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(width, 3, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def build() -> TinyBeauty:
+    """Factory named in gate.toml: the architecture, without weights."""
+    return TinyBeauty()
+
+
+def teacher(image: np.ndarray) -> np.ndarray:
+    """Retouch one HxWx3 float image in [0, 1]: TV smoothing, then gamma, S-curve and warm tint."""
+    from skimage.restoration import denoise_tv_chambolle
+
+    smooth = denoise_tv_chambolle(image, weight=TV_WEIGHT, channel_axis=-1)
+    tone = np.clip(smooth, 0.0, 1.0) ** GAMMA
+    tone = tone + 0.15 * tone * (1.0 - tone) * (tone - 0.5) * 4.0  # gentle S-curve
+    return np.clip(tone * np.asarray(TINT), 0.0, 1.0).astype(np.float32)
+
+
+def load_photo(name: str) -> list[np.ndarray]:
+    """A scikit-image sample photo (or stereo pair) as HxWx3 float32 images in [0, 1]."""
+    import skimage.data
+
+    images = getattr(skimage.data, name)()
+    images = images[:2] if isinstance(images, tuple) else (images,)
+    return [np.asarray(im[..., :3], dtype=np.float32) / 255.0 for im in images]
+
+
+def crops(photos: tuple[str, ...], count: int, size: int, seed: int) -> np.ndarray:
+    """`count` random size x size crops (with random flips), NCHW float32, reproducible from `seed`."""
+    rng = np.random.default_rng(seed)
+    images = [im for name in photos for im in load_photo(name)]
+    out = np.empty((count, 3, size, size), np.float32)
+    for i in range(count):
+        im = images[i % len(images)]
+        y = rng.integers(0, im.shape[0] - size + 1)
+        x = rng.integers(0, im.shape[1] - size + 1)
+        patch = im[y : y + size, x : x + size]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        out[i] = patch.transpose(2, 0, 1)
+    return out
+
+
+def with_teacher(inputs: np.ndarray) -> np.ndarray:
+    return np.stack([teacher(x.transpose(1, 2, 0)).transpose(2, 0, 1) for x in inputs])
+
+
+def eval_set() -> Dataset:
+    """100 crops of 256x256 from photos never used in training, with the teacher's retouch as target."""
+    inputs = crops(EVAL_PHOTOS, 100, SIZE, seed=2024)
+    return Dataset(inputs=inputs, targets=with_teacher(inputs))
+
+
+def calibration_set() -> Dataset:
+    """16 crops from the training photos, for static int8 calibration."""
+    return Dataset(inputs=crops(TRAIN_PHOTOS, 16, SIZE, seed=7))
