@@ -19,3 +19,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(
         "variant", [pytest.param(v, id=v.id, marks=getattr(pytest.mark, v.backend)) for v in variants]
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A check no variant asks for is not a skipped test: deselect it (it shows in the deselected count)."""
+    from tinygate.config import Variant
+
+    unused = [i for i in items if "variant" in getattr(i, "fixturenames", ())
+              and not isinstance(getattr(i, "callspec", None) and i.callspec.params.get("variant"), Variant)]
+    if unused:
+        config.hook.pytest_deselected(items=unused)
+        items[:] = [i for i in items if i not in unused]

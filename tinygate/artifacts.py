@@ -9,6 +9,7 @@ import gzip
 import importlib
 import io
 import platform
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
             model = load_torch(art)
         else:
             torch.backends.quantized.engine = dict(art.meta)["engine"]
-            model = torch.jit.load(str(art.path))
+            with warnings.catch_warnings():  # TorchScript is deprecated; see tinygate/steps/torch_int8.py
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model = torch.jit.load(str(art.path))
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

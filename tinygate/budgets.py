@@ -20,8 +20,8 @@ class Budget:
     high: float = math.inf
 
     def holds(self, value: float, budget: float) -> bool:
-        """True when the measured value meets the budget; a NaN or infinite measurement never does."""
-        if not math.isfinite(value):
+        """True when the measured value meets the budget; a NaN (unmeasurable) value never does."""
+        if value is None or math.isnan(value):
             return False
         return value >= budget if self.kind == "min" else value <= budget
 

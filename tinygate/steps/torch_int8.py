@@ -5,12 +5,14 @@ deprecated in favour of torchao's pt2e flow, but pt2e only produces real int8 ke
 through torch.compile/Inductor (a C++ toolchain at run time, minutes per model), while FX convert_fx
 gives quantized::conv2d / quantized::linear modules (fbgemm/x86 or qnnpack kernels) straight away,
 needs no QuantStub edits to the user's model, and keeps each layer's int8 weight readable.
-The result is saved with TorchScript, which loads without unpickling Python objects.
+The result is saved with TorchScript (deprecated as well, but the format PyTorch Mobile deploys,
+and it loads without unpickling Python objects).
 """
 
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -36,6 +38,17 @@ def quantize(src: Artifact, params: dict, ctx, out: Path) -> Path:
     with torch.inference_mode():
         scripted = torch.jit.trace(quantized, example)
     path = out / "model.pt"
-    torch.jit.save(scripted, str(path))
+    torch.jit.save(scripted, str(out / "with_debug.pt"))
+    _strip_debug_info(out / "with_debug.pt", path)
     (out / "engine").write_text(engine)
     return path
+
+
+def _strip_debug_info(src: Path, dst: Path) -> None:
+    """Drop TorchScript's *.debug_pkl entries (source ranges for error messages, a third of a tiny
+    model's file); the model loads and computes the same without them."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                zout.writestr(info, zin.read(info.filename))
+    src.unlink()

@@ -1,0 +1,96 @@
+"""gate.toml validation: the shipped file loads, and each kind of mistake stops with one clear line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tinygate import config
+from tinygate.errors import GateError
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = (REPO / "gate.toml").read_text()
+
+
+def test_shipped_config_loads_both_bundled_models():
+    cfg = config.load(REPO / "gate.toml")
+    assert set(cfg.models) == {"tinybeauty", "digits"}
+    assert all(any(v.is_float for v in m.variants.values()) for m in cfg.models.values())
+
+
+def test_variant_ids_read_model_dash_variant_and_backends_follow_the_last_step():
+    cfg = config.load(REPO / "gate.toml")
+    v = cfg.models["tinybeauty"].variants["onnx_int8_static"]
+    assert (v.id, v.backend, [s.name for s in v.steps]) == (
+        "tinybeauty-onnx_int8_static", "onnx", ["prune", "onnx_export", "ort_int8_static"])
+    assert cfg.models["tinybeauty"].variants["coreml_int8"].backend == "coreml"
+
+
+def test_step_defaults_are_filled_in():
+    cfg = config.load(REPO / "gate.toml")
+    convert = cfg.models["digits"].variants["coreml"].steps[0]
+    assert convert.params == {"precision": "fp16", "target": "iOS16"}
+
+
+BAD = [
+    ("unknown_budget_key", ("max_size_kb = 100, min_psnr_db = 35", "max_size_kbb = 100, min_psnr_db = 35"),
+     "models.tinybeauty.variants.float.budgets.max_size_kbb", "unknown key"),
+    ("unknown_model_key", ('task = "image"', 'task = "image"\ncolour = "blue"'),
+     "models.tinybeauty.colour", "unknown key"),
+    ("budget_of_wrong_type", ("max_size_kb = 100, min_psnr_db = 35", 'max_size_kb = "100", min_psnr_db = 35'),
+     "models.tinybeauty.variants.float.budgets.max_size_kb", "must be float"),
+    ("negative_budget", ("max_size_kb = 100, min_psnr_db = 35", "max_size_kb = -5, min_psnr_db = 35"),
+     "models.tinybeauty.variants.float.budgets.max_size_kb", "must be in"),
+    ("ssim_above_one", ("min_ssim = 0.97", "min_ssim = 1.5"),
+     "models.tinybeauty.variants.float.budgets.min_ssim", "must be in"),
+    ("budget_for_another_task", ("budgets = { max_size_kb = 50, min_accuracy_pct = 97 }",
+                                 "budgets = { max_size_kb = 50, min_psnr_db = 30 }"),
+     "models.digits.variants.float.budgets.min_psnr_db", "does not apply to a classifier"),
+    ("relative_budget_on_float", ("max_size_kb = 100, min_psnr_db = 35", "max_psnr_drop_db = 1, min_psnr_db = 35"),
+     "models.tinybeauty.variants.float.budgets", "relative to itself"),
+    ("missing_weights_file", ('"weights/digits.safetensors"', '"weights/nope.safetensors"'),
+     "models.digits.weights", "file not found"),
+    ("unknown_step", ('{ step = "ort_int8_dynamic" }', '{ step = "ort_int4_dynamic" }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.steps[1].step", "unknown step"),
+    ("prune_rate_out_of_range", ('{ step = "prune", rate = 0.3 }, { step = "torch_int8" }',
+                                 '{ step = "prune", rate = 1.5 }, { step = "torch_int8" }'),
+     "models.tinybeauty.variants.torch_int8.steps[0].rate", "must be in (0.0, 1.0]"),
+    ("unknown_step_parameter", ('{ step = "coreml_palettize", nbits = 4 }', '{ step = "coreml_palettize", bits = 4 }'),
+     "models.tinybeauty.variants.coreml_palettize.steps[1].bits", "unknown key"),
+    ("steps_in_an_impossible_order", ('[{ step = "onnx_export" }, { step = "ort_optimize" }]',
+                                      '[{ step = "onnx_export" }, { step = "prune" }]'),
+     "models.tinybeauty.variants.onnx.steps[1].step", "takes a torch model"),
+    ("factory_that_does_not_exist", ('"tinygate.zoo.digits:build"', '"tinygate.zoo.digits:biuld"'),
+     "models.digits.factory", "has no callable 'biuld'"),
+    ("factory_module_that_does_not_import", ('"tinygate.zoo.digits:build"', '"tinygate.zoo.nothere:build"'),
+     "models.digits.factory", "cannot import module"),
+    ("input_shape_with_zero", ("shape = [1, 1, 8, 8]", "shape = [1, 0, 8, 8]"),
+     "models.digits.input.shape", "positive integers"),
+    ("no_float_variant", ("[models.digits.variants.float]\nsteps = []", "[models.digits.variants.float]\nsteps = [{ step = \"prune\" }]"),
+     "models.digits.variants", "steps = []"),
+    ("not_valid_toml", ("[models.digits]", "[models.digits"), None, "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("edit", "key", "problem"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_config_mistake_stops_with_one_line_naming_file_key_and_problem(tmp_path, edit, key, problem):
+    old, new = edit
+    assert old in GOOD, f"test edit no longer matches gate.toml: {old!r}"
+    path = tmp_path / "gate.toml"
+    path.write_text(GOOD.replace(old, new, 1))
+    (tmp_path / "weights").symlink_to(REPO / "weights")
+    with pytest.raises(GateError) as err:
+        config.load(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    if key:
+        assert f": {key}: " in message
+    assert re.search(re.escape(problem), message), message
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(GateError, match="gate config file not found"):
+        config.load(tmp_path / "absent.toml")

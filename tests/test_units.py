@@ -1,0 +1,114 @@
+"""Unit tests of tinygate's small parts: budgets, the cache, metrics, sizes and the report writers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinygate import metrics, reports
+from tinygate.artifacts import Artifact
+from tinygate.budgets import BUDGETS
+from tinygate.cache import Cache, digest_path
+
+
+@pytest.mark.parametrize(("key", "value", "budget", "expected"), [
+    ("min_psnr_db", 35.0, 35.0, True),
+    ("min_psnr_db", 34.99, 35.0, False),
+    ("min_psnr_db", math.inf, 35.0, True),  # a perfect reconstruction meets any floor
+    ("min_psnr_db", math.nan, 35.0, False),  # an unmeasurable value never passes
+    ("max_size_kb", 100.0, 100.0, True),
+    ("max_size_kb", 100.001, 100.0, False),
+    ("max_size_kb", math.nan, 100.0, False),
+])
+def test_budget_holds_only_for_measured_values_on_the_right_side(key, value, budget, expected):
+    assert BUDGETS[key].holds(value, budget) is expected
+
+
+def test_cache_builds_an_entry_once_and_finds_it_afterwards(tmp_path):
+    cache, calls = Cache(tmp_path), []
+
+    def build(out: Path) -> None:
+        calls.append(out)
+        (out / "x").write_text("artifact")
+
+    first = cache.get_or_build("k", build)
+    second = Cache(tmp_path).get_or_build("k", build)
+    assert first == second and len(calls) == 1 and (first / "x").read_text() == "artifact"
+
+
+def test_a_failing_build_leaves_no_entry_behind(tmp_path):
+    cache = Cache(tmp_path)
+
+    def boom(out: Path) -> None:
+        (out / "half").write_text("partial")
+        raise RuntimeError("converter crashed")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_build("k", boom)
+    assert not (tmp_path / "k").exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_an_incomplete_entry_from_a_killed_run_is_rebuilt(tmp_path):
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "x").write_text("truncated")  # no .complete marker: the writer died
+    entry = Cache(tmp_path).get_or_build("k", lambda out: (out / "x").write_text("whole"))
+    assert (entry / "x").read_text() == "whole"
+
+
+def test_folder_digest_changes_with_any_file_content_or_name(tmp_path):
+    pkg = tmp_path / "m.mlpackage"
+    (pkg / "Data").mkdir(parents=True)
+    (pkg / "Data" / "w.bin").write_bytes(b"\x00" * 10)
+    before = digest_path(pkg)
+    (pkg / "Data" / "w.bin").write_bytes(b"\x00" * 9 + b"\x01")
+    changed = digest_path(pkg)
+    (pkg / "Data" / "w.bin").rename(pkg / "Data" / "v.bin")
+    assert len({before, changed, digest_path(pkg)}) == 3
+
+
+def test_sizes_count_a_package_folder_whole_and_compress_for_transfer(tmp_path):
+    pkg = tmp_path / "m.mlpackage"
+    (pkg / "Data").mkdir(parents=True)
+    (pkg / "Manifest.json").write_text("{}")
+    (pkg / "Data" / "w.bin").write_bytes(b"\x00" * 10_000)
+    art = Artifact("mlpackage", pkg, digest_path(pkg), "x:y")
+    assert art.disk_bytes() == 10_002
+    assert 0 < art.transfer_bytes() < 1_000  # zeros deflate
+
+
+def test_psnr_and_ssim_come_from_scikit_image_and_punish_noise():
+    rng = np.random.default_rng(0)
+    target = rng.random((2, 3, 32, 32)).astype(np.float32)
+    noisy = target + rng.normal(0, 0.01, target.shape).astype(np.float32)
+    scores = metrics.image_scores(noisy, target)
+    assert np.all(scores["psnr"] > 39) and np.all(scores["psnr"] < 41)  # sigma 0.01 -> 40 dB
+    worse = metrics.image_scores(target + 0.1, target)
+    assert np.all(worse["psnr"] < scores["psnr"]) and np.all(worse["ssim"] < scores["ssim"])
+
+
+def test_a_non_finite_output_scores_nan_and_nan_is_never_averaged_away():
+    target = np.zeros((2, 3, 8, 8), np.float32)
+    out = target.copy()
+    out[1, 0, 0, 0] = np.nan
+    psnr = metrics.image_scores(out, target)["psnr"]
+    assert np.isnan(psnr[1]) and math.isnan(metrics.percentile(psnr, 5))
+
+
+def test_reports_write_json_markdown_and_plot(tmp_path):
+    rec = reports.Recorder()
+    rec.figure("m-float", model="m", variant="float", size_kb=10.0, psnr_db=40.0)
+    rec.figure("m-int8", model="m", variant="int8", size_kb=3.0, psnr_db=39.0)
+    rec.check("m", "int8", "max_size_kb", 3.0, 2.5, "onnx")
+    paths = reports.write(rec, tmp_path, exitstatus=1)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["checks"][0] | {} == {**doc["checks"][0], "model": "m", "variant": "int8", "check": "max_size_kb",
+                                    "value": 3.0, "budget": 2.5, "passed": False}
+    assert {"tools", "machine", "hashes", "figures"} <= set(doc)
+    assert "**blocked**" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "optimization_results.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(paths) == 3
