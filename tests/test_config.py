@@ -11,7 +11,60 @@ from tinygate import config
 from tinygate.errors import GateError
 
 REPO = Path(__file__).resolve().parents[1]
-GOOD = (REPO / "gate.toml").read_text()
+# A small config of its own, so that tuning gate.toml's budgets never breaks these edits.
+GOOD = """
+[models.tinybeauty]
+factory = "tinygate.zoo.tinybeauty:build"
+weights = "weights/tinybeauty.safetensors"
+task = "image"
+input = { name = "image", shape = [1, 3, 256, 256] }
+output = { name = "retouched" }
+eval = { source = "tinygate.zoo.tinybeauty:eval_set" }
+calibration = { source = "tinygate.zoo.tinybeauty:calibration_set" }
+
+[models.tinybeauty.variants.float]
+steps = []
+budgets = { max_size_kb = 100, min_psnr_db = 35, min_ssim = 0.97 }
+
+[models.tinybeauty.variants.torch_int8]
+steps = [{ step = "prune", rate = 0.3 }, { step = "torch_int8" }]
+budgets = { max_psnr_drop_db = 1.0 }
+
+[models.tinybeauty.variants.onnx]
+steps = [{ step = "onnx_export" }, { step = "ort_optimize" }]
+budgets = { max_psnr_drop_db = 0.01 }
+
+[models.tinybeauty.variants.onnx_int8_dynamic]
+steps = [{ step = "onnx_export" }, { step = "ort_int8_dynamic" }]
+budgets = { max_size_ratio = 0.5 }
+
+[models.tinybeauty.variants.coreml_palettize]
+steps = [{ step = "coreml" }, { step = "coreml_palettize", nbits = 4 }]
+budgets = { max_size_kb = 40 }
+
+[models.digits]
+factory = "tinygate.zoo.digits:build"
+weights = "weights/digits.safetensors"
+task = "classifier"
+input = { name = "digit", shape = [1, 1, 8, 8] }
+output = { name = "logits" }
+eval = { source = "tinygate.zoo.digits:eval_set" }
+
+[models.digits.variants.float]
+steps = []
+budgets = { max_size_kb = 50, min_accuracy_pct = 97 }
+
+[models.digits.variants.coreml]
+steps = [{ step = "coreml" }]
+budgets = { max_accuracy_drop_pct = 1.0 }
+"""
+
+
+def test_the_test_config_is_valid(tmp_path):
+    path = tmp_path / "gate.toml"
+    path.write_text(GOOD)
+    (tmp_path / "weights").symlink_to(REPO / "weights")
+    assert set(config.load(path).models) == {"tinybeauty", "digits"}
 
 
 def test_shipped_config_loads_both_bundled_models():
@@ -68,8 +121,12 @@ BAD = [
      "models.digits.factory", "cannot import module"),
     ("input_shape_with_zero", ("shape = [1, 1, 8, 8]", "shape = [1, 0, 8, 8]"),
      "models.digits.input.shape", "positive integers"),
-    ("no_float_variant", ("[models.digits.variants.float]\nsteps = []", "[models.digits.variants.float]\nsteps = [{ step = \"prune\" }]"),
+    ("no_float_variant", ("[models.digits.variants.float]\nsteps = []",
+                          "[models.digits.variants.float]\nsteps = [{ step = \"prune\" }]"),
      "models.digits.variants", "steps = []"),
+    ("calibrating_step_without_calibration_data",
+     ('steps = [{ step = "coreml" }]', 'steps = [{ step = "torch_int8" }]'),
+     "models.digits.variants.coreml.steps[0].step", "calibration is not set"),
     ("not_valid_toml", ("[models.digits]", "[models.digits"), None, "not valid TOML"),
 ]
 

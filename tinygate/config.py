@@ -101,6 +101,14 @@ class _Reader:
             raise self.fail(f"{key}.{missing[0]}" if key else missing[0], "required key is missing")
         return data
 
+    def named(self, data: Any, key: str) -> dict[str, Any]:
+        """A table of user-named entries (models, variants): any keys, at least one."""
+        if not isinstance(data, dict):
+            raise self.fail(key, f"must be a table, got {type(data).__name__}")
+        if not data:
+            raise self.fail(key, "is empty: configure at least one entry")
+        return data
+
     def typed(self, value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
@@ -141,10 +149,8 @@ def load(path: str | Path) -> GateConfig:
         raise GateError(path, None, f"not valid TOML: {exc}") from None
     r = _Reader(path)
     r.table(raw, "", {"models"}, set())
-    models_raw = r.table(raw["models"], "models", set(), set(raw["models"]) if isinstance(raw["models"], dict) else set())
-    if not models_raw:
-        raise r.fail("models", "no model is configured")
-    return GateConfig(path, {name: _model(r, name, body) for name, body in models_raw.items()})
+    models = r.named(raw["models"], "models")
+    return GateConfig(path, {name: _model(r, name, body) for name, body in models.items()})
 
 
 def _model(r: _Reader, name: str, body: Any) -> Model:
@@ -163,13 +169,10 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
     out = r.table(body["output"], f"{key}.output", {"name"}, set())
     eval_spec = _data(r, f"{key}.eval", body["eval"])
     calibration = _data(r, f"{key}.calibration", body["calibration"]) if "calibration" in body else None
-    variants_raw = r.table(body["variants"], f"{key}.variants", set(),
-                           set(body["variants"]) if isinstance(body["variants"], dict) else set())
-    if not variants_raw:
-        raise r.fail(f"{key}.variants", "no variant is configured")
+    variants_raw = r.named(body["variants"], f"{key}.variants")
     variants = {v: _variant(r, name, v, task, b, calibration is not None) for v, b in variants_raw.items()}
     if not any(v.is_float for v in variants.values()):
-        raise r.fail(f"{key}.variants", "one variant must have steps = [] (the float model all others are compared with)")
+        raise r.fail(f"{key}.variants", "one variant must have steps = [] (the float model others are compared with)")
     return Model(
         name=name, factory=r.callable_ref(body["factory"], f"{key}.factory"),
         weights=r.file(body["weights"], f"{key}.weights"), task=task,
@@ -222,10 +225,11 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
     for bkey, value in budgets_raw.items():
         budget = BUDGETS[bkey]
         value = r.typed(value, f"{key}.budgets.{bkey}", float)
+        where = f"{key}.budgets.{bkey}"
         if task not in budget.tasks:
-            raise r.fail(f"{key}.budgets.{bkey}", f"does not apply to a {task} model (it is for {'/'.join(budget.tasks)})")
+            raise r.fail(where, f"does not apply to a {task} model (it is for {'/'.join(budget.tasks)})")
         if not budget.low <= value <= budget.high:
-            raise r.fail(f"{key}.budgets.{bkey}", f"must be in [{budget.low}, {budget.high}] {budget.unit}, got {value}")
+            raise r.fail(where, f"must be in [{budget.low}, {budget.high}] {budget.unit}, got {value}")
         budgets[bkey] = value
     if not steps and any(k.endswith(("_drop_db", "_drop_pct", "_ratio", "agreement_pct")) for k in budgets):
         raise r.fail(f"{key}.budgets", "the float variant cannot have budgets relative to itself")

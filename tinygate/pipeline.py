@@ -76,7 +76,14 @@ def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
 
 
 def float_artifact(model: Model) -> Artifact:
-    return Artifact("torch", model.weights, digest_path(model.weights), model.factory)
+    """The float model as the user ships it: its factory plus its safetensors weights."""
+    stat = model.weights.stat()
+    return Artifact("torch", model.weights, _digest(model.weights, stat.st_size, stat.st_mtime_ns), model.factory)
+
+
+@cache
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    return digest_path(path)
 
 
 def float_output_shape(model: Model) -> tuple[int, ...]:

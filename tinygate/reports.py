@@ -100,7 +100,7 @@ HEADER = ("variant", "check", "value", "budget", "verdict", "measured on")
 def terminal_table(rec: Recorder) -> list[str]:
     rows = [HEADER, *table_rows(rec)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
 
@@ -109,7 +109,7 @@ def markdown(rec: Recorder, exitstatus: int) -> str:
     failed = [c for c in rec.checks if not c.passed]
     verdict = "**blocked**" if failed or exitstatus else "**may ship**"
     lines = [f"# tinygate: {verdict}", "",
-             f"{len(rec.checks) - len(failed)} of {len(rec.checks)} budget checks passed; pytest exit status {exitstatus}.",
+             f"{len(rec.checks) - len(failed)} of {len(rec.checks)} checks passed; pytest exit status {exitstatus}.",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(rec)]
     if rec.figures:
@@ -130,11 +130,11 @@ def plot(rec: Recorder, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     by_model: dict[str, list[tuple[str, dict]]] = {}
-    for vid, fig in sorted(rec.figures.items()):
+    for fig in (f for _, f in sorted(rec.figures.items())):
         if "size_kb" in fig:
             by_model.setdefault(str(fig["model"]), []).append((str(fig["variant"]), fig))
     fig_, axes = plt.subplots(1, max(1, len(by_model)), figsize=(6 * max(1, len(by_model)), 4.5), squeeze=False)
-    for ax, (model, variants) in zip(axes[0], sorted(by_model.items())):
+    for ax, (model, variants) in zip(axes[0], sorted(by_model.items()), strict=False):
         metric = "psnr_db" if any("psnr_db" in f for _, f in variants) else "accuracy_pct"
         for name, f in variants:
             quality = f.get(metric)

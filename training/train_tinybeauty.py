@@ -39,7 +39,7 @@ def sample(rng: np.random.Generator, xs, ys, batch: int, size: int) -> tuple[tor
 
 def mean_psnr(outputs: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean([peak_signal_noise_ratio(t, np.clip(o, 0, 1), data_range=1.0)
-                          for o, t in zip(outputs, targets)]))
+                          for o, t in zip(outputs, targets, strict=True)]))
 
 
 def main() -> None:
