@@ -57,8 +57,8 @@ class Recorder:
         return result
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
+def _finite(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _fmt(value: float | str | None) -> str:
@@ -136,16 +136,19 @@ def plot(rec: Recorder, path: Path) -> Path:
     fig_, axes = plt.subplots(1, max(1, len(by_model)), figsize=(6 * max(1, len(by_model)), 4.5), squeeze=False)
     for ax, (model, variants) in zip(axes[0], sorted(by_model.items()), strict=False):
         metric = "psnr_db" if any("psnr_db" in f for _, f in variants) else "accuracy_pct"
-        for name, f in variants:
-            quality = f.get(metric)
-            y = quality if isinstance(quality, float) and math.isfinite(quality) else None
-            if y is None:  # no number on this machine (Core ML off macOS): mark it on the size axis
-                ax.axvline(f["size_kb"], color="0.8", linestyle=":")
-                ax.annotate(f"{name} (no {metric} here)", (f["size_kb"], ax.get_ylim()[0]), rotation=90,
-                            fontsize=7, color="0.4", va="bottom")
-                continue
-            ax.scatter(f["size_kb"], y, s=40)
-            ax.annotate(name, (f["size_kb"], y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        measured = [(n, f) for n, f in variants if _finite(f.get(metric)) is not None]
+        labels: dict[tuple[float, float], list[str]] = {}  # variants on the same spot share one label
+        for name, f in measured:
+            ax.scatter(f["size_kb"], f[metric], s=40)
+            labels.setdefault((round(f["size_kb"], 0), round(f[metric], 2)), []).append(name)
+        for (x, y), names in labels.items():
+            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        bottom = ax.get_ylim()[0]
+        for name, f in variants:  # no number on this machine (Core ML off macOS): mark its size only
+            if _finite(f.get(metric)) is None:
+                ax.axvline(f["size_kb"], color="0.75", linestyle=":")
+                ax.annotate(f"{name}: size only", (f["size_kb"], bottom), rotation=90, fontsize=7, color="0.4",
+                            textcoords="offset points", xytext=(2, 4))
         ax.set_xlabel("size on disk (KB)")
         ax.set_ylabel("mean PSNR (dB)" if metric == "psnr_db" else "accuracy (%)")
         ax.set_title(model)
