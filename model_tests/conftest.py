@@ -16,6 +16,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         variants = [v for v in variants if marker.args[0] in v.budgets]
     if (marker := metafunc.definition.get_closest_marker("artifact_kind")) is not None:
         variants = [v for v in variants if v.kind == marker.args[0]]
+    if (marker := metafunc.definition.get_closest_marker("with_step")) is not None:
+        variants = [v for v in variants if any(s.name in marker.args for s in v.steps)]
     metafunc.parametrize(
         "variant", [pytest.param(v, id=v.id, marks=getattr(pytest.mark, v.backend)) for v in variants]
     )

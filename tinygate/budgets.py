@@ -29,6 +29,7 @@ class Budget:
 BOTH = ("image", "classifier")
 BUDGETS: dict[str, Budget] = {b.key: b for b in (
     Budget("max_size_kb", "max", "KB", "size on disk", BOTH, low=1e-3),
+    Budget("min_weight_sqnr_db", "min", "dB", "worst quantized weight's SQNR", BOTH, high=200.0),
     Budget("max_size_ratio", "max", "x float", "size / float size", BOTH, low=1e-3, high=10.0),
     Budget("max_transfer_kb", "max", "KB", "compressed transfer size", BOTH, low=1e-3),
     Budget("min_psnr_db", "min", "dB", "mean PSNR", ("image",), high=100.0),
@@ -39,3 +40,12 @@ BUDGETS: dict[str, Budget] = {b.key: b for b in (
     Budget("max_accuracy_drop_pct", "max", "pts", "accuracy drop vs float", ("classifier",), high=100.0),
     Budget("min_top1_agreement_pct", "min", "%", "top-1 agreement with float", ("classifier",), high=100.0),
 )}
+
+
+QUANTIZING_STEPS = ("ort_int8_dynamic", "ort_int8_static", "torch_int8", "coreml_int8", "coreml_palettize")
+
+
+def default_weight_sqnr_db(step: str, params: dict) -> float:
+    """The weight-SQNR floor of a quantized variant that sets no `min_weight_sqnr_db`: 30 dB for int8
+    (uniform int8 of a well-spread tensor gives about 40), 4.5 dB per bit for a look-up table (18 dB at 4 bits)."""
+    return 4.5 * params["nbits"] if step == "coreml_palettize" else 30.0

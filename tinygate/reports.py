@@ -28,6 +28,7 @@ class Check:
     passed: bool
     backend: str
     note: str = ""
+    op: str = ""  # how value is compared with budget: ">=", "<=" or "=="
 
 
 @dataclass
@@ -45,14 +46,21 @@ class Recorder:
               note: str = "") -> Check:
         spec = BUDGETS[key]
         result = Check(model, variant, key, _finite(value), budget, spec.unit, spec.holds(value, budget),
-                       backend, note)
+                       backend, note, ">=" if spec.kind == "min" else "<=")
+        self.checks.append(result)
+        return result
+
+    def record(self, model: str, variant: str, check: str, value: float, budget: float, unit: str, passed: bool,
+               backend: str, note: str = "", op: str = "<=") -> Check:
+        """A check that is not a configured budget (a math bound): recorded the same way."""
+        result = Check(model, variant, check, _finite(value), budget, unit, passed, backend, note, op)
         self.checks.append(result)
         return result
 
     def spec_check(self, model: str, variant: str, name: str, actual: object, expected: object, backend: str,
                    note: str = "") -> Check:
         """A structural check (names, shapes, precision): passes when actual equals expected."""
-        result = Check(model, variant, name, str(actual), str(expected), "", actual == expected, backend, note)
+        result = Check(model, variant, name, str(actual), str(expected), "", actual == expected, backend, note, "==")
         self.checks.append(result)
         return result
 
@@ -87,10 +95,8 @@ def write(rec: Recorder, out: Path, exitstatus: int) -> list[Path]:
 def table_rows(rec: Recorder) -> list[tuple[str, ...]]:
     rows = []
     for c in rec.checks:
-        spec = BUDGETS.get(c.check)
-        op = "==" if spec is None else ">=" if spec.kind == "min" else "<="
         rows.append((f"{c.model}-{c.variant}", c.check, f"{_fmt(c.value)} {c.unit}".strip(),
-                     f"{op} {_fmt(c.budget)}", "pass" if c.passed else "FAIL", c.backend))
+                     f"{c.op} {_fmt(c.budget)}", "pass" if c.passed else "FAIL", c.backend))
     return rows
 
 

@@ -1,0 +1,206 @@
+"""Read quantized weights back from a built artifact, and check each against the float weight it came from.
+
+Readers: ONNX (`<name>_quantized` initializers with `_scale` / `_zero_point`, as onnxruntime.quantization
+writes for QDQ and dynamic models), Core ML (constexpr_affine_dequantize and constexpr_lut_to_dense ops of
+the MIL program), and TorchScript int8 (the packed params of quantized modules).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinygate import quant
+from tinygate.artifacts import Artifact
+
+FP16_EPS = 2.0**-11  # half an ulp, relative, of a float16 value
+FP16_TINY = 2.0**-25  # half the smallest float16 subnormal: weights below it round to 0 in fp16
+FP32_EPS = 2.0**-24
+
+
+@dataclass
+class QuantizedTensor:
+    """One quantized weight as the artifact stores it, with what is needed to dequantize it."""
+
+    name: str  # the float model's state-dict key it came from
+    stored: str  # its name inside the artifact
+    kind: str  # "affine" or "lut"
+    dequantized: np.ndarray  # float64, the float model's shape
+    params: quant.QParams | None = None
+    q: np.ndarray | None = None
+    lut: np.ndarray | None = None
+    value_eps: float = FP32_EPS  # relative rounding of the weights the quantizer saw (fp16 for Core ML)
+    value_abs: float = 0.0  # absolute rounding of those weights near zero (fp16 subnormals)
+    scale_eps: float = 0.0  # relative rounding of the stored scale
+    scale_abs: float = 0.0  # absolute rounding of the stored scale (a float16 scale can underflow to 0)
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    stored: str
+    max_error: float
+    bound: float  # the bound at the worst element
+    scale: float  # the scale (or LUT spacing) at the worst element
+    sqnr_db: float
+    where: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def within_bound(self) -> bool:
+        return self.max_error <= self.bound
+
+
+def check_tensor(qt: QuantizedTensor, float_weight: np.ndarray) -> TensorCheck:
+    """Largest |dequantized - float| against its bound, and the tensor's SQNR.
+
+    Affine: bound = S/2 + value_eps*|w| + (scale_eps*S + scale_abs)*|q - Z| + float32 rounding, everywhere (a
+    weight outside the representable range is saturated, which the bound flags). LUT: each weight must
+    map to its nearest table entry: bound = distance to the nearest entry + 2*value_eps*(|w| + |entry|).
+    """
+    w = float_weight.astype(np.float64)
+    if w.shape != qt.dequantized.shape:
+        raise ValueError(f"{qt.stored} has shape {qt.dequantized.shape}, float {qt.name} has {w.shape}")
+    err = np.abs(qt.dequantized - w)
+    if qt.kind == "affine":
+        p = qt.params
+        s = p._shape(w.ndim, p.scale.astype(np.float64)) * np.ones_like(w)
+        z = p._shape(w.ndim, p.zero_point)
+        bound = (quant.round_trip_tolerance(w.astype(np.float32), p) + qt.value_eps * np.abs(w) + qt.value_abs
+                 + (qt.scale_eps * s + qt.scale_abs) * np.abs(qt.q - z))
+        scale = s
+    else:
+        lut = np.sort(qt.lut.astype(np.float64).ravel())
+        nearest = np.min(np.abs(w[..., None] - lut), axis=-1)
+        bound = (nearest + 2 * qt.value_eps * (np.abs(w) + np.abs(qt.dequantized)) + 2 * qt.value_abs
+                 + FP32_EPS * np.abs(w))
+        gaps = np.diff(lut)
+        scale = np.full_like(w, float(np.median(gaps)) if len(gaps) else 0.0)
+    slack = err - bound
+    worst = np.unravel_index(int(np.argmax(slack)), w.shape)
+    return TensorCheck(qt.name, qt.stored, float(err[worst]), float(bound[worst]), float(scale[worst]),
+                       quant.sqnr_db(w, qt.dequantized), tuple(int(i) for i in worst))
+
+
+def read(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
+    """Every quantized weight in the artifact, matched to a float state-dict key."""
+    reader = {"onnx": _read_onnx, "mlpackage": _read_coreml, "torchscript": _read_torchscript}.get(art.kind)
+    if reader is None:
+        raise ValueError(f"{art.kind} artifacts hold no quantized weights")
+    return reader(art, float_names)
+
+
+def _match(stored_base: str, float_names: list[str]) -> str | None:
+    if stored_base in float_names:
+        return stored_base
+    flat = {n.replace(".", "_"): n for n in float_names}
+    return flat.get(stored_base)
+
+
+def _read_onnx(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(art.path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    axes = {n.input[0]: next((a.i for a in n.attribute if a.name == "axis"), 1)
+            for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    out = []
+    for name, q in inits.items():
+        if not name.endswith("_quantized"):
+            continue
+        base = name.removesuffix("_quantized")
+        float_name = _match(base, float_names)
+        if float_name is None or f"{base}_scale" not in inits:
+            continue
+        scale = inits[f"{base}_scale"].astype(np.float32)
+        zero = inits.get(f"{base}_zero_point", np.zeros_like(scale, dtype=q.dtype)).astype(np.int64)
+        axis = None
+        if scale.size > 1:
+            axis = axes.get(name)
+            if axis is None:  # dynamic per-channel: the one dimension of the scale's length
+                dims = [d for d, n in enumerate(q.shape) if n == scale.size]
+                axis = dims[0]
+        info = np.iinfo(q.dtype)
+        params = quant.QParams(scale.ravel(), zero.ravel(), int(info.min), int(info.max), axis)
+        out.append(QuantizedTensor(float_name, name, "affine", quant.dequantize(q, params).astype(np.float64),
+                                   params, q.astype(np.int64)))
+    return out
+
+
+def load_mil_program(path: Path):
+    """The MIL program of a saved .mlpackage, with its weights, through coremltools' own loader."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as mil_load
+
+    spec = ct.utils.load_spec(str(path))
+    return mil_load(spec, spec.specificationVersion, str(path / "Data" / "com.apple.CoreML" / "weights"))
+
+
+def _read_coreml(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
+    out = []
+    for op in load_mil_program(art.path).functions["main"].operations:
+        if op.op_type not in ("constexpr_affine_dequantize", "constexpr_lut_to_dense"):
+            continue
+        base = op.name
+        for suffix in ("_quantized", "_palettized"):
+            base = base.removesuffix(suffix)
+        base = base.removesuffix("_to_fp16")
+        float_name = _match(base, float_names)
+        if float_name is None:
+            continue
+        val = {k: v.val for k, v in op.inputs.items()}
+        if op.op_type == "constexpr_affine_dequantize":
+            q = val["quantized_data"]
+            scale, zero = np.atleast_1d(val["scale"]), np.atleast_1d(val["zero_point"]).astype(np.int64)
+            axis = int(val["axis"]) if scale.size > 1 else None
+            info = np.iinfo(q.dtype)
+            params = quant.QParams(scale.astype(np.float32).ravel(), zero.ravel(), int(info.min), int(info.max), axis)
+            fp16_scale = scale.dtype == np.float16
+            out.append(QuantizedTensor(float_name, op.name, "affine",
+                                       quant.dequantize(q, params).astype(np.float64), params, q.astype(np.int64),
+                                       value_eps=FP16_EPS, value_abs=FP16_TINY, scale_eps=FP16_EPS * fp16_scale,
+                                       scale_abs=FP16_TINY * fp16_scale))
+        else:
+            dense = op.materialized_val_inference()  # coremltools unpacks the bit-packed indices
+            out.append(QuantizedTensor(float_name, op.name, "lut", np.asarray(dense, np.float64),
+                                       lut=np.asarray(val["lut"]), value_eps=FP16_EPS, value_abs=FP16_TINY))
+    return out
+
+
+def _read_torchscript(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
+    import torch
+
+    torch.backends.quantized.engine = dict(art.meta)["engine"]
+    with warnings.catch_warnings():  # TorchScript is deprecated; see tinygate/steps/torch_int8.py
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(art.path))
+    out = []
+    for name, sub in module.named_modules():
+        if not hasattr(sub, "_packed_params") or sub.original_name == "LinearPackedParams":
+            continue
+        packed = sub._packed_params
+        if not isinstance(packed, torch.ScriptObject):  # Linear keeps it one module down
+            packed = packed._packed_params
+        if "Linear" in sub.original_name:
+            weight, _ = torch.ops.quantized.linear_unpack(packed)
+        else:
+            weight, _ = torch.ops.quantized.conv2d_unpack(packed)
+        float_name = _match(f"{name}.weight", float_names)
+        if float_name is None:
+            continue
+        q = weight.int_repr().numpy().astype(np.int64)
+        if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scale = weight.q_per_channel_scales().numpy().astype(np.float32)
+            zero = weight.q_per_channel_zero_points().numpy().astype(np.int64)
+            axis = int(weight.q_per_channel_axis())
+        else:
+            scale = np.array([weight.q_scale()], np.float32)
+            zero, axis = np.array([weight.q_zero_point()], np.int64), None
+        info = torch.iinfo(weight.dtype)
+        params = quant.QParams(scale, zero, int(info.min), int(info.max), axis)
+        out.append(QuantizedTensor(float_name, f"{name}._packed_params", "affine",
+                                   quant.dequantize(q, params).astype(np.float64), params, q))
+    return out
