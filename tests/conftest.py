@@ -9,8 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Hypothesis profiles, registered once here. `dev` (default) is quick; `ci` is derandomized (the same
+# examples on every run), has no deadline (shared CI machines stall) and runs more examples; the
+# round-trip property in test_quant_properties.py asks for 1,000 under `ci`. Choose with HYPOTHESIS_PROFILE=ci or
+# --hypothesis-profile=ci.
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("ci", max_examples=300, derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @dataclass

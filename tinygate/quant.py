@@ -54,8 +54,9 @@ def qrange(bits: int, signed: bool, restricted: bool = False) -> tuple[int, int]
 
 
 def _float32_at_least(exact: np.ndarray) -> np.ndarray:
-    s = exact.astype(np.float32)
-    s = np.where(s.astype(np.float64) < exact, np.nextafter(s, np.float32(np.inf)), s)
+    with np.errstate(under="ignore"):  # a subnormal scale is legitimate here
+        s = np.asarray(exact).astype(np.float32)
+        s = np.where(s.astype(np.float64) < exact, np.nextafter(s, np.float32(np.inf)), s)
     return np.maximum(s, TINY).astype(np.float32)
 
 
