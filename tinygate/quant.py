@@ -9,7 +9,9 @@ Definitions follow the seeds: S = (max - min) / (qmax - qmin) (= (2^b - 1) level
   the next float32 up is used, so the calibrated range always fits in [qmin, qmax].
 - An all-zero range uses S = 1 (any scale represents zero exactly); a range so small that S would
   underflow float32 uses the smallest positive float32.
-- q is computed as rint(float64(w) / float64(S)): division, not multiplication by 1/S.
+- q is computed as the ONNX QuantizeLinear definition reads: rint(float32(w) / float32(S)), one correctly
+  rounded float32 division (not a multiplication by 1/S, which torch does and which can land on the
+  other side of a tie).
 - Non-finite input is refused.
 """
 
@@ -91,11 +93,13 @@ def calibrate(w: np.ndarray, bits: int = 8, signed: bool = True, symmetric: bool
 
 
 def quantize(w: np.ndarray, p: QParams) -> np.ndarray:
-    """q = clamp(rint(w / S) + Z, qmin, qmax), as int64."""
-    w = _finite(w).astype(np.float64)
-    s = p._shape(w.ndim, p.scale.astype(np.float64))
+    """q = clamp(rint(w / S) + Z, qmin, qmax), as int64; w / S is one float32 division."""
+    w = _finite(w).astype(np.float32)
+    s = p._shape(w.ndim, p.scale.astype(np.float32))
     z = p._shape(w.ndim, p.zero_point)
-    return np.clip(np.rint(w / s) + z, p.qmin, p.qmax).astype(np.int64)
+    with np.errstate(over="ignore", under="ignore"):  # far outside the range w / S is inf: it saturates
+        steps = np.rint(w / s).astype(np.float64)
+    return np.clip(steps + z, p.qmin, p.qmax).astype(np.int64)
 
 
 def dequantize(q: np.ndarray, p: QParams) -> np.ndarray:
@@ -107,13 +111,14 @@ def dequantize(q: np.ndarray, p: QParams) -> np.ndarray:
 
 def round_trip_tolerance(w: np.ndarray, p: QParams) -> np.ndarray:
     """The exact bound on |dequantize(quantize(w)) - w| for w inside the calibrated range:
-    S/2 from rounding to the grid, plus half a float32 ulp of the result from returning float32,
-    plus one float64 ulp of S (q - Z) (at most 2^-52 of the range end) from the float64 product."""
+    S/2 from rounding to the grid; plus half a float32 ulp of w / S, times S (the float32 division may
+    round across a tie: at most |w| 2^-24); plus half a float32 ulp of the result from returning float32;
+    plus the float64 product's rounding (2^-52 relative)."""
     w64 = np.abs(w.astype(np.float64))
     half_scale = p.bound(w.ndim)
     result_mag = w64 + half_scale
     ulp32 = np.spacing(result_mag.astype(np.float32)).astype(np.float64)
-    return half_scale + ulp32 / 2 + result_mag * 2.0**-52
+    return half_scale + w64 * 2.0**-24 + ulp32 / 2 + result_mag * 2.0**-52
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
