@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -54,7 +53,6 @@ def test_torch_quantize_agrees_with_the_oracle_except_on_float32_ties(w, channel
 
 
 def _ort_qdq(w: np.ndarray, p: quant.QParams, is_signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -67,7 +65,8 @@ def _ort_qdq(w: np.ndarray, p: quant.QParams, is_signed: bool) -> tuple[np.ndarr
         [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], **attrs),
          helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], **attrs)],
         "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, w.shape)],
-        [helper.make_tensor_value_info("q", qtype, w.shape), helper.make_tensor_value_info("y", TensorProto.FLOAT, w.shape)],
+        [helper.make_tensor_value_info("q", qtype, w.shape),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, w.shape)],
         [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zero, "z")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     model.ir_version = 9
@@ -135,11 +134,12 @@ def test_coreml_linear_weight_quantization_writes_what_the_oracle_computes(tmp_p
     p = quant.calibrate(w, 8, True, symmetric=symmetric, axis=0 if granularity == "per_channel" else None,
                         restricted=symmetric)
     lib = quant.QParams(s_lib.ravel(), z_lib.ravel(), p.qmin, p.qmax, int(op.axis.val) if s_lib.size > 1 else None)
-    if not np.any(w):  # named difference: an all-zero weight gets S = 0 (the oracle uses 1); both give exact 0
-        assert np.all(quant.dequantize(q_lib, lib) == 0)
-        return
-    assert np.array_equal(z_lib.ravel(), np.broadcast_to(p.zero_point, z_lib.ravel().shape))
-    assert np.allclose(s_lib.ravel(), np.broadcast_to(p.scale, s_lib.ravel().shape), rtol=2**-22, atol=0)
+    # named difference: an all-zero weight or channel gets S = 0 (the oracle uses 1); both dequantize to 0
+    live = np.abs(w).max(axis=1) > 0 if s_lib.size > 1 else np.array([np.any(w)])
+    assert np.all(quant.dequantize(q_lib, lib)[np.broadcast_to(~live[:, None], w.shape)] == 0)
+    z_mine, s_mine = np.broadcast_to(p.zero_point, live.shape), np.broadcast_to(p.scale, live.shape)
+    assert np.array_equal(z_lib.ravel()[live], z_mine[live])
+    assert np.allclose(s_lib.ravel()[live], s_mine[live], rtol=2**-22, atol=0)
     assert np.all(np.abs(quant.quantize(w, lib) - q_lib) <= 0)  # the oracle reproduces q from coremltools' S, Z
     err = np.abs(quant.dequantize(q_lib, lib).astype(np.float64) - w)
     assert np.all(err <= quant.round_trip_tolerance(w, lib) + 2**-23 * np.abs(w))
