@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_every_budget_key_is_checked_by_exactly_one_gate_test():
     source = "\n".join(p.read_text() for p in (REPO / "model_tests").glob("test_*.py"))
-    checked = re.findall(r'@pytest\.mark\.budget\("(\w+)"\)', source)
+    checked = re.findall(r'gate_check\(\s*"(\w+)"', source)
     assert sorted(checked) == sorted(BUDGETS)
 
 

