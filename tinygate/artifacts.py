@@ -22,10 +22,6 @@ from tinygate.errors import GateError
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-class BackendUnavailable(Exception):
-    """This machine cannot execute the artifact (Core ML prediction off macOS); tests skip with the reason."""
-
-
 @dataclass(frozen=True)
 class Artifact:
     kind: str  # torch | torchscript | onnx | mlpackage
@@ -104,13 +100,32 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     if art.kind == "mlpackage":
-        if platform.system() != "Darwin":
-            raise BackendUnavailable("Core ML MLModel.predict runs only on macOS; this is "
-                                     f"{platform.system()}, so Core ML outputs cannot be computed here")
-        import coremltools as ct
+        if coreml_backend() == COREML_RUNTIME:
+            import coremltools as ct
 
-        model = ct.models.MLModel(str(art.path))
-        spec = model.get_spec().description
-        in_name, out_name = spec.input[0].name, spec.output[0].name
-        return lambda x: np.asarray(model.predict({in_name: x})[out_name])
+            model = ct.models.MLModel(str(art.path))
+            spec = model.get_spec().description
+            in_name, out_name = spec.input[0].name, spec.output[0].name
+            return lambda x: np.asarray(model.predict({in_name: x})[out_name]).astype(np.float32)
+        from tinygate.mil import Interpreter, UnsupportedOps
+
+        try:
+            interpreter = Interpreter(art.path)
+        except UnsupportedOps as exc:
+            raise GateError(art.path, None, str(exc).split(": ", 1)[1]) from None
+        in_name, out_name = interpreter.input_names[0], interpreter.output_names[0]
+        return lambda x: interpreter({in_name: x})[out_name].astype(np.float32)
     raise ValueError(f"unknown artifact kind {art.kind!r}")
+
+
+COREML_RUNTIME, MIL_INTERPRETER = "Core ML runtime", "MIL interpreter"
+
+
+def coreml_backend() -> str:
+    """What computes Core ML outputs here: Apple's runtime (MLModel.predict) on macOS, else tinygate's
+    reference MIL interpreter (tinygate/mil.py). Every reported Core ML number names which."""
+    return COREML_RUNTIME if platform.system() == "Darwin" else MIL_INTERPRETER
+
+
+def backend_name(kind: str) -> str:
+    return {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime"}.get(kind) or coreml_backend()

@@ -8,6 +8,7 @@ half-written entry and parallel workers build each entry once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,14 +24,19 @@ from filelock import FileLock
 TOOLS = ("tinygate", "torch", "onnx", "onnxruntime", "onnxscript", "coremltools", "numpy", "scikit-image")
 
 
+@functools.cache
 def tool_versions() -> dict[str, str]:
-    """Installed versions of every tool that can change an artifact or a figure."""
+    """Installed versions of every tool that can change an artifact or a figure; tinygate's own entry
+    also hashes its source, so a change to a step or the interpreter never reuses a stale entry."""
     out = {}
     for name in TOOLS:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "absent"
+    package = Path(__file__).parent
+    source = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(package.rglob("*.py"))))
+    out["tinygate"] += f"+{source.hexdigest()[:12]}"
     return out
 
 

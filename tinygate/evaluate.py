@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygate import metrics
-from tinygate.artifacts import Artifact, runner
+from tinygate.artifacts import Artifact, backend_name, runner
 from tinygate.cache import Cache, key_of, tool_versions
 from tinygate.config import Model
 from tinygate.data import Dataset
@@ -36,8 +36,8 @@ def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
 
 
 def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1) -> Scores:
-    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions(), task=model.task)
-    backend = {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime", "mlpackage": "Core ML runtime"}
+    backend = backend_name(art.kind)
+    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions(), task=model.task, backend=backend)
 
     def build(out: Path) -> None:
         outputs = outputs_of(art, data, threads)
@@ -58,4 +58,4 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
 
     entry = cache.get_or_build(key, build)
     with np.load(entry / "scores.npz") as npz:
-        return Scores({k: npz[k] for k in npz.files}, backend[art.kind])
+        return Scores({k: npz[k] for k in npz.files}, backend)

@@ -99,15 +99,10 @@ def _output_shape(factory: str, weights: Path, input_shape: tuple[int, ...]) -> 
     return tuple(runner(art)(np.random.default_rng(0).random(input_shape, dtype=np.float32)).shape)
 
 
-@cache
-def _versions() -> dict[str, str]:
-    return tool_versions()
-
-
 def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     """Apply one step to an artifact, or find its result in the cache."""
     spec = STEPS[step.name]
-    parts = dict(input=src.digest, step=step.name, params=step.params, tools=_versions())
+    parts = dict(input=src.digest, step=step.name, params=step.params, tools=tool_versions())
     if spec.consumes == ("torch",):
         parts.update(factory=src.factory, input_shape=ctx.model.input_shape,
                      io=(ctx.model.input_name, ctx.model.output_name))
