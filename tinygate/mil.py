@@ -305,6 +305,12 @@ def _resample(mode: str):
     return resample
 
 
+def crop(x, crop_height, crop_width):
+    """Remove [top, bottom] rows and [left, right] columns (what the converter emits for padded conv_transpose)."""
+    (top, bottom), (left, right) = [int(v) for v in crop_height], [int(v) for v in crop_width]
+    return np.asarray(x)[..., top: x.shape[-2] - bottom, left: x.shape[-1] - right]
+
+
 def matmul(x, y, transpose_x=False, transpose_y=False):
     x, y = _f(x), _f(y)
     x = np.swapaxes(x, -1, -2) if transpose_x else x
@@ -387,6 +393,7 @@ KERNELS: dict[str, Callable[..., Any]] = {
     "reduce_log_sum_exp": _reduce(lambda x, **k: np.log(np.sum(np.exp(x), **k))),
     "reduce_argmax": lambda x, axis=-1, keep_dims=False: np.argmax(_f(x), axis=int(axis), keepdims=bool(keep_dims)),
     "concat": concat,
+    "crop": crop,
     "split": split,
     "reshape": lambda x, shape: np.reshape(x, [int(s) for s in shape]),
     "transpose": lambda x, perm: np.transpose(x, [int(p) for p in perm]),
