@@ -32,6 +32,12 @@ class GateRun:
     def lines(self, needle: str) -> list[str]:
         return [line for line in self.output.splitlines() if needle in line]
 
+    def line(self, needle: str) -> str:
+        """The first line with `needle` (pytest repeats a failure message in its summary when CI is set)."""
+        found = self.lines(needle)
+        assert found, f"no line contains {needle!r}:\n{self.output}"
+        return found[0]
+
 
 @pytest.fixture
 def run_gate(tmp_path: Path):

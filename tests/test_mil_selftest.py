@@ -39,5 +39,5 @@ def test_palettized_core_ml_variant_is_judged_by_its_outputs_on_linux(tmp_path, 
     assert (run.returncode == 0) is passes, run.output
     assert "skipped" not in run.output.splitlines()[-1]
     if not passes:
-        (line,) = run.lines("tinybeauty-coreml_palettize: mean PSNR")
+        line = run.line("tinybeauty-coreml_palettize: mean PSNR")
         assert "on the MIL interpreter is below the floor" in line

@@ -63,7 +63,7 @@ def test_a_tampered_quantization_parameter_fails_the_artifact_check_naming_the_t
                    env={"PYTHONPATH": str(tmp_path)})
     assert run.returncode == 1, run.output
     assert run.lines("FAILED model_tests/test_quantization.py::test_quantized_weights_within_bound[digits-onnx_int8]")
-    (line,) = run.lines("digits-onnx_int8: quantized weight features.2.weight_quantized")
+    line = run.line("digits-onnx_int8: quantized weight features.2.weight_quantized")
     assert "above its bound" in line and "scale" in line
 
 
@@ -77,6 +77,6 @@ def test_a_missed_quality_floor_names_the_layers_that_lose_most(tmp_path, run_ga
     (tmp_path / "gate.toml").write_text(DIGITS.replace("FLOOR", "99.9"))
     run = run_gate(tmp_path / "gate.toml", "-k", "accuracy_floor")
     assert run.returncode == 1, run.output
-    (line,) = run.lines("digits-onnx_int8: accuracy")
+    line = run.line("digits-onnx_int8: accuracy")
     assert "below the floor 99.9 %; worst layer outputs: " in line
     assert " dB" in line.split("worst layer outputs: ")[1]
