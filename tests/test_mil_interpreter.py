@@ -6,6 +6,7 @@ fp32 must match the torch model within 1e-4 of the output range, fp16 within FP1
 
 from __future__ import annotations
 
+import platform
 import warnings
 
 import numpy as np
@@ -215,3 +216,19 @@ def test_a_model_with_unsupported_ops_fails_before_running_listing_every_one(tmp
     ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16).save(str(path))
     with pytest.raises(UnsupportedOps, match=r"does not support op\(s\): cumsum, topk$"):
         Interpreter(path)
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="MLModel.predict runs only on macOS; this is not macOS")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("name", list(ZOO))
+def test_interpreter_matches_the_core_ml_runtime(name, precision, tmp_path):
+    import coremltools as ct
+
+    body, shape = ZOO[name]
+    path, x, _ = convert(_seeded(body), shape, tmp_path, precision)
+    runtime = ct.models.MLModel(str(path))
+    interpreter = Interpreter(path)
+    expected = np.asarray(list(runtime.predict({"x": x}).values())[0], np.float64)
+    mine = interpreter({"x": x})[interpreter.output_names[0]].astype(np.float64)
+    spread = float(expected.max() - expected.min()) or 1.0
+    assert np.abs(mine - expected).max() / spread <= (FP32_TOLERANCE if precision == "fp32" else FP16_TOLERANCE)
