@@ -29,20 +29,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-cache-dir", default=".tinygate-cache", help="where built artifacts and scores are cached")
     group.addoption("--gate-reports-dir", default="reports", help="reports go to DIR/latest/ (default: reports)")
     group.addoption("--gate-threads", type=int, default=1, help="threads for torch and ONNX Runtime inference")
+    group.addoption("--gate-max-file-mb", type=float, default=1024.0,
+                    help="refuse any model, weights or data file larger than this, before reading it")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     from tinygate import config as gate_config
     from tinygate.errors import GateError
     from tinygate.reports import Recorder
+    from tinygate.safety import refuse_unsafe_environment, set_max_file_mb
 
     path = Path(config.getoption("--gate-config"))
     if not path.is_absolute():
         path = config.rootpath / path
     try:
+        refuse_unsafe_environment()
+        set_max_file_mb(config.getoption("--gate-max-file-mb"))
         config.stash[CONFIG] = gate_config.load(path)
     except GateError as exc:
-        raise pytest.UsageError(f"gate config invalid: {exc}") from None
+        raise pytest.UsageError(f"gate stopped: {exc}") from None
     config.stash[RECORDER] = Recorder()
 
 

@@ -94,7 +94,7 @@ def test_a_config_typo_stops_the_run_before_any_test_with_one_line(tmp_path, run
                                                                                        "min_acuracy_pct = 97 }", 1)
     run = run_gate(write(tmp_path, text))
     assert run.returncode == 4, run.output
-    line = run.line("gate config invalid")
+    line = run.line("gate stopped")
     assert "models.digits.variants.float.budgets.min_acuracy_pct: unknown key" in line
     assert "Traceback" not in run.output
 

@@ -54,16 +54,42 @@ def build_module(factory: str):
     return getattr(importlib.import_module(module), func)()
 
 
-def load_torch(art: Artifact):
-    """The float or pruned torch model: the factory's module with the safetensors weights loaded."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_state_dict(path: Path) -> dict:
+    """Weights from a .safetensors file, or a .pt / .pth state dict read with weights_only=True (never
+    unpickled beyond plain tensors); every value must be a finite tensor."""
+    import torch
 
+    from tinygate.safety import check_size, refuse_unsafe_environment
+
+    check_size(path)
+    if path.suffix in (".pt", ".pth"):
+        refuse_unsafe_environment()
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # an UnpicklingError names the refused global: show it, on one line
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise GateError(path, None, f"refused by torch.load(weights_only=True): {type(exc).__name__}: "
+                                        f"{first}") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise GateError(path, None, "is not a state dict (a mapping of names to tensors)")
+    else:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise GateError(path, None, f"cannot read safetensors weights: {exc}") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise GateError(path, name, "holds NaN or Inf weights")
+    return state
+
+
+def load_torch(art: Artifact):
+    """The float or pruned torch model: the factory's module with its weights loaded."""
     model = build_module(art.factory)
-    try:
-        state = load_file(str(art.path))
-    except (SafetensorError, OSError) as exc:
-        raise GateError(art.path, None, f"cannot read safetensors weights: {exc}") from None
+    state = load_state_dict(art.path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -93,6 +119,9 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
     if art.kind == "onnx":
         import onnxruntime as ort
 
+        from tinygate.safety import check_onnx
+
+        check_onnx(art.path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -100,6 +129,9 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     if art.kind == "mlpackage":
+        from tinygate.safety import check_mlpackage
+
+        check_mlpackage(art.path)
         if coreml_backend() == COREML_RUNTIME:
             import coremltools as ct
 

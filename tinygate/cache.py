@@ -64,13 +64,15 @@ class Cache:
         root.mkdir(parents=True, exist_ok=True)
         self.built: list[str] = []  # keys built (not found) in this process, for tests and the report
 
-    def get_or_build(self, key: str, build: Callable[[Path], None]) -> Path:
-        """The entry folder for `key`; `build(tmp_dir)` fills a fresh folder when it is absent."""
+    def get_or_build(self, key: str, build: Callable[[Path], None],
+                     intact: Callable[[Path], bool] = lambda entry: True) -> Path:
+        """The entry folder for `key`; `build(tmp_dir)` fills a fresh folder when it is absent, or when
+        `intact(entry)` says a stored entry was corrupted (it is then rebuilt)."""
         entry = self.root / key
-        if (entry / ".complete").is_file():
+        if (entry / ".complete").is_file() and intact(entry):
             return entry
         with FileLock(str(self.root / f"{key}.lock")):
-            if (entry / ".complete").is_file():
+            if (entry / ".complete").is_file() and intact(entry):
                 return entry
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
             try:

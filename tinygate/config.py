@@ -124,6 +124,12 @@ class _Reader:
             raise self.fail(key, f"file not found: {path}")
         return path
 
+    def weights(self, value: Any, key: str) -> Path:
+        path = self.file(value, key)
+        if path.suffix not in (".safetensors", ".pt", ".pth"):
+            raise self.fail(key, f"weights must be a .safetensors, .pt or .pth file, got {path}")
+        return path
+
     def callable_ref(self, value: Any, key: str) -> str:
         ref = self.typed(value, key, str)
         if not re.fullmatch(r"[\w.]+:\w+", ref):
@@ -175,7 +181,7 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
         raise r.fail(f"{key}.variants", "one variant must have steps = [] (the float model others are compared with)")
     return Model(
         name=name, factory=r.callable_ref(body["factory"], f"{key}.factory"),
-        weights=r.file(body["weights"], f"{key}.weights"), task=task,
+        weights=r.weights(body["weights"], f"{key}.weights"), task=task,
         input_name=r.typed(inp["name"], f"{key}.input.name", str), input_shape=tuple(shape),
         output_name=r.typed(out["name"], f"{key}.output.name", str),
         eval=eval_spec, calibration=calibration, variants=variants,

@@ -37,10 +37,20 @@ def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
 
 def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1) -> Scores:
     backend = backend_name(art.kind)
-    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions(), task=model.task, backend=backend)
+    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions(), task=model.task,
+                 backend=backend)
+
+    where = f"models.{model.name}.eval"
+    if tuple(data.inputs.shape[1:]) != tuple(model.input_shape[1:]):
+        raise GateError(model.eval.npz or model.eval.source, where, f"inputs have shape {tuple(data.inputs.shape[1:])} per sample, but "
+                                     f"models.{model.name}.input.shape is {list(model.input_shape)}")
 
     def build(out: Path) -> None:
         outputs = outputs_of(art, data, threads)
+        bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+        if bad.any():
+            raise GateError(art.path, None, f"outputs NaN or Inf on {int(bad.sum())} of {len(bad)} evaluation "
+                                            f"samples (first: #{int(np.argmax(bad))})")
         if model.task == "image":
             if data.targets is None:
                 raise GateError(f"models.{model.name}.eval", "targets", "an image model's evaluation set needs targets")

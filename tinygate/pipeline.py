@@ -22,17 +22,29 @@ from tinygate.steps import STEPS
 def load_data(spec: DataSpec, where: str) -> Dataset:
     """Call a data source, or read an .npz with `inputs` (and optional `targets` / `labels`)."""
     if spec.npz is not None:
-        with np.load(spec.npz, allow_pickle=False) as npz:
-            if "inputs" not in npz:
-                raise GateError(spec.npz, where, "the .npz has no 'inputs' array")
-            data = Dataset(**{k: npz[k] for k in ("inputs", "targets", "labels") if k in npz})
+        try:
+            with np.load(spec.npz, allow_pickle=False) as npz:
+                if "inputs" not in npz:
+                    raise GateError(spec.npz, where, "the .npz has no 'inputs' array")
+                data = Dataset(**{k: npz[k] for k in ("inputs", "targets", "labels") if k in npz})
+        except GateError:
+            raise
+        except Exception as exc:  # a truncated or non-zip file, an object array (pickle is refused)
+            raise GateError(spec.npz, where, f"cannot read the .npz: {type(exc).__name__}: {exc}") from None
     else:
         module, func = spec.source.split(":")
         data = getattr(importlib.import_module(module), func)()
         if not isinstance(data, Dataset):
             raise GateError(spec.source, where, f"must return a tinygate.data.Dataset, got {type(data).__name__}")
+    source = spec.npz or spec.source
     if len(data) == 0:
-        raise GateError(spec.npz or spec.source, where, "the data set is empty")
+        raise GateError(source, where, "the data set is empty")
+    for name in ("targets", "labels"):
+        extra = getattr(data, name)
+        if extra is not None and len(extra) != len(data):
+            raise GateError(source, where, f"{len(extra)} {name} for {len(data)} inputs")
+    if data.inputs.dtype.kind != "f" or not np.all(np.isfinite(data.inputs)):
+        raise GateError(source, where, "inputs must be finite floating-point values")
     return data
 
 
@@ -121,7 +133,11 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
             meta["engine"] = (out / "engine").read_text()
         (out / "artifact.json").write_text(json.dumps(meta))
 
-    entry = ctx.cache.get_or_build(key_of(**parts), build)
+    def intact(entry: Path) -> bool:  # a cached artifact whose bytes changed since it was built is rebuilt
+        meta = json.loads((entry / "artifact.json").read_text())
+        return (entry / meta["artifact"]).exists() and digest_path(entry / meta["artifact"]) == meta["digest"]
+
+    entry = ctx.cache.get_or_build(key_of(**parts), build, intact)
     meta = json.loads((entry / "artifact.json").read_text())
     extra = tuple((k, v) for k, v in meta.items() if k == "engine")
     return Artifact(meta["kind"], entry / meta["artifact"], meta["digest"], src.factory, extra)

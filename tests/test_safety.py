@@ -1,0 +1,114 @@
+"""Hostile artifacts are refused before any library parses them (tinygate.safety)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tinygate.errors import GateError
+from tinygate.safety import check_mlpackage, check_onnx, check_size
+
+
+def _onnx_with_external_data(folder: Path, location: str) -> Path:
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    weight.external_data.add(key="location", value=location)
+    weight.external_data.add(key="offset", value="0")
+    weight.external_data.add(key="length", value="64")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    path = folder / "model.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_onnx_external_data_inside_the_folder_is_accepted(tmp_path):
+    (tmp_path / "w.bin").write_bytes(np.ones(16, np.float32).tobytes())
+    check_onnx(_onnx_with_external_data(tmp_path, "w.bin"))
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../x.bin"],
+                         ids=["parent", "absolute", "escaping_subpath"])
+def test_onnx_external_data_pointing_outside_is_refused(tmp_path, location):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    with pytest.raises(GateError, match="points outside"):
+        check_onnx(_onnx_with_external_data(model_dir, location))
+
+
+def test_onnx_external_data_through_a_symlink_is_refused(tmp_path):
+    (tmp_path / "real.bin").write_bytes(np.ones(16, np.float32).tobytes())
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "w.bin").symlink_to(tmp_path / "real.bin")
+    with pytest.raises(GateError, match="symlink"):
+        check_onnx(_onnx_with_external_data(model_dir, "w.bin"))
+
+
+@pytest.mark.parametrize("content", [b"", b"\x08\x07garbage" * 10], ids=["empty", "garbage"])
+def test_truncated_or_corrupted_onnx_is_refused_with_its_name(tmp_path, content):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    with pytest.raises(GateError) as err:
+        check_onnx(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def _package(tmp_path: Path) -> Path:
+    pkg = tmp_path / "m.mlpackage"
+    (pkg / "Data" / "com.apple.CoreML").mkdir(parents=True)
+    (pkg / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"\x00")
+    (pkg / "Manifest.json").write_text(json.dumps({"itemInfoEntries": {
+        "A": {"path": "com.apple.CoreML/model.mlmodel", "author": "x"}}}))
+    return pkg
+
+
+def test_a_clean_package_is_accepted(tmp_path):
+    check_mlpackage(_package(tmp_path))
+
+
+def test_a_manifest_path_escaping_the_package_is_refused(tmp_path):
+    pkg = _package(tmp_path)
+    (pkg / "Manifest.json").write_text(json.dumps({"itemInfoEntries": {"A": {"path": "../../outside.bin"}}}))
+    with pytest.raises(GateError, match=r"itemInfoEntries\.A\.path: path '../../outside.bin' points outside"):
+        check_mlpackage(pkg)
+
+
+def test_a_symlink_inside_a_package_is_refused(tmp_path):
+    pkg = _package(tmp_path)
+    (tmp_path / "secret").write_text("x")
+    (pkg / "Data" / "com.apple.CoreML" / "weights").symlink_to(tmp_path / "secret")
+    with pytest.raises(GateError, match="symlinks are refused"):
+        check_mlpackage(pkg)
+
+
+def test_a_file_over_the_cap_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "big.onnx"
+    with open(path, "wb") as fh:
+        fh.truncate(3_000_000)  # sparse: 3 MB on paper, nothing read
+    with pytest.raises(GateError, match="over the 2 MB cap"):
+        check_size(path, max_mb=2)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_corrupted_cache_entry_is_detected_by_its_hash_and_rebuilt(tmp_path):
+    from tinygate import config, pipeline
+    from tinygate.cache import Cache
+
+    repo = Path(__file__).resolve().parents[1]
+    model = config.load(repo / "gate.toml").models["digits"]
+    ctx = pipeline.Context(model, Cache(tmp_path))
+    step = model.variants["onnx_int8_dynamic"].steps[0]
+    first = pipeline.apply_step(pipeline.float_artifact(model), step, ctx)
+    first.path.write_bytes(first.path.read_bytes()[:100])  # bit rot, or a half-written copy
+    again = pipeline.apply_step(pipeline.float_artifact(model), step, ctx)
+    assert again.path == first.path and again.digest == first.digest
+    assert len(ctx.cache.built) == 2  # built, then rebuilt once it no longer matched its hash

@@ -1,0 +1,94 @@
+"""Model files come from pull requests: refuse hostile ones before any library parses them.
+
+- PyTorch files are only ever read with safetensors or torch.load(weights_only=True), and a run refuses
+  to start when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD would silently turn weights_only off;
+- an ONNX model's external data must resolve inside the model's folder: no absolute path, no `..`, no
+  symlink (checked here on the raw protobuf, then by the onnx checker on the file path);
+- a Core ML package may hold no symlink, and every path its Manifest.json names stays inside it;
+- a file larger than the cap is refused before it is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+from tinygate.errors import GateError
+
+DEFAULT_MAX_FILE_MB = 1024.0
+_limit = {"max_file_mb": DEFAULT_MAX_FILE_MB}
+
+
+def set_max_file_mb(value: float) -> None:
+    """The cap every check here applies (the gate's --gate-max-file-mb)."""
+    if not value > 0:
+        raise GateError("--gate-max-file-mb", None, f"must be positive, got {value}")
+    _limit["max_file_mb"] = float(value)
+
+
+def refuse_unsafe_environment() -> None:
+    if os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
+        raise GateError("environment", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD",
+                        "is set, which makes torch.load unpickle arbitrary code; unset it to run the gate")
+
+
+def check_size(path: Path, max_mb: float | None = None) -> None:
+    """Refuse a file (or a package folder) larger than the cap, before reading it."""
+    max_mb = _limit["max_file_mb"] if max_mb is None else max_mb
+    size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if size > max_mb * 1e6:
+        raise GateError(path, None, f"is {size / 1e6:.1f} MB, over the {max_mb:g} MB cap (--gate-max-file-mb)")
+
+
+def _inside(folder: Path, relative: str, where: Path, what: str) -> None:
+    rel = PurePosixPath(relative.replace("\\", "/"))
+    if rel.is_absolute() or Path(relative).is_absolute() or ".." in rel.parts:
+        raise GateError(where, what, f"path {relative!r} points outside {folder}")
+    target = folder / rel
+    if target.is_symlink() or any(p.is_symlink() for p in target.parents if folder in p.parents or p == folder):
+        raise GateError(where, what, f"path {relative!r} is or goes through a symlink")
+    if folder.resolve() not in target.resolve().parents and target.resolve() != folder.resolve():
+        raise GateError(where, what, f"path {relative!r} resolves outside {folder}")
+
+
+def check_onnx(path: Path, max_mb: float | None = None) -> None:
+    """Size cap, then every external-data location inside the model's folder, then the onnx checker."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if path.is_symlink():
+        raise GateError(path, None, "the ONNX file is a symlink")
+    check_size(path, max_mb)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as exc:
+        raise GateError(path, None, f"is not a readable ONNX model: {type(exc).__name__}: {exc}") from None
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            _inside(path.parent, location, path, f"initializer {tensor.name} external data")
+            check_size(path.parent / location, max_mb)
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise GateError(path, None, f"fails the ONNX checker: {first}") from None
+
+
+def check_mlpackage(path: Path, max_mb: float | None = None) -> None:
+    """No symlink anywhere in the package; every Manifest.json path inside it; size cap."""
+    if path.is_symlink():
+        raise GateError(path, None, "the package is a symlink")
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            if (Path(root) / name).is_symlink():
+                raise GateError(path, str((Path(root) / name).relative_to(path)), "symlinks are refused in a package")
+    manifest = path / "Manifest.json"
+    try:
+        entries = json.loads(manifest.read_text())["itemInfoEntries"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GateError(manifest, None, f"is not a readable Core ML manifest: {type(exc).__name__}: {exc}") from None
+    for key, entry in entries.items():
+        _inside(path / "Data", str(entry.get("path", "")), manifest, f"itemInfoEntries.{key}.path")
+    check_size(path, max_mb)
