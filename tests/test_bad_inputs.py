@@ -172,8 +172,8 @@ def case_negative_budget(tmp):
 
 
 def case_unknown_step(tmp):
-    return {"text": lambda t: t + '\n[models.digits.variants.q]\nsteps = [{ step = "quantize_magic" }]\nbudgets = {}\n'}, \
-        "models.digits.variants.q.steps[0].step: unknown step 'quantize_magic'"
+    variant = '\n[models.digits.variants.q]\nsteps = [{ step = "quantize_magic" }]\nbudgets = {}\n'
+    return {"text": lambda t: t + variant}, "models.digits.variants.q.steps[0].step: unknown step 'quantize_magic'"
 
 
 def case_prune_rate_out_of_range(tmp):

@@ -42,8 +42,9 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
 
     where = f"models.{model.name}.eval"
     if tuple(data.inputs.shape[1:]) != tuple(model.input_shape[1:]):
-        raise GateError(model.eval.npz or model.eval.source, where, f"inputs have shape {tuple(data.inputs.shape[1:])} per sample, but "
-                                     f"models.{model.name}.input.shape is {list(model.input_shape)}")
+        raise GateError(model.eval.npz or model.eval.source, where,
+                        f"inputs have shape {tuple(data.inputs.shape[1:])} per sample, but "
+                        f"models.{model.name}.input.shape is {list(model.input_shape)}")
 
     def build(out: Path) -> None:
         outputs = outputs_of(art, data, threads)
