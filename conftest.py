@@ -29,6 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-cache-dir", default=".tinygate-cache", help="where built artifacts and scores are cached")
     group.addoption("--gate-reports-dir", default="reports", help="reports go to DIR/latest/ (default: reports)")
     group.addoption("--gate-threads", type=int, default=1, help="threads for torch and ONNX Runtime inference")
+    group.addoption("--gate-latency-rounds", type=int, default=30, help="timed calls per latency measurement")
     group.addoption("--gate-max-file-mb", type=float, default=1024.0,
                     help="refuse any model, weights or data file larger than this, before reading it")
 

@@ -30,6 +30,10 @@ BOTH = ("image", "classifier")
 BUDGETS: dict[str, Budget] = {b.key: b for b in (
     Budget("max_size_kb", "max", "KB", "size on disk", BOTH, low=1e-3),
     Budget("min_weight_sqnr_db", "min", "dB", "worst quantized weight's SQNR", BOTH, high=200.0),
+    Budget("max_p50_ms", "max", "ms", "median latency", BOTH, low=1e-6),
+    Budget("max_p95_ms", "max", "ms", "95th-percentile latency", BOTH, low=1e-6),
+    Budget("min_speedup", "min", "x", "speedup over the reference variant", BOTH, low=1e-3, high=1e3),
+    Budget("max_memory_growth_mb", "max", "MB", "peak memory growth during inference", BOTH, high=1e6),
     Budget("max_size_ratio", "max", "x float", "size / float size", BOTH, low=1e-3, high=10.0),
     Budget("max_transfer_kb", "max", "KB", "compressed transfer size", BOTH, low=1e-3),
     Budget("min_psnr_db", "min", "dB", "mean PSNR", ("image",), high=100.0),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class Variant:
     steps: tuple[Step, ...]
     budgets: dict[str, float]
     kind: str  # the artifact kind the last step produces
+    speedup_reference: str = ""  # the variant min_speedup compares with (default: the float variant)
+    machine: str | None = None  # the machine profile absolute latency limits (max_p50_ms, ...) hold on
 
     @property
     def id(self) -> str:
@@ -74,6 +76,7 @@ class Model:
 class GateConfig:
     path: Path
     models: dict[str, Model]
+    machines: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def variants(self) -> list[Variant]:
@@ -154,9 +157,28 @@ def load(path: str | Path) -> GateConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GateError(path, None, f"not valid TOML: {exc}") from None
     r = _Reader(path)
-    r.table(raw, "", {"models"}, set())
+    r.table(raw, "", {"models"}, {"machines"})
+    machines = {name: _machine(r, name, body) for name, body in
+                (r.named(raw["machines"], "machines") if "machines" in raw else {}).items()}
     models = r.named(raw["models"], "models")
-    return GateConfig(path, {name: _model(r, name, body) for name, body in models.items()})
+    cfg = GateConfig(path, {name: _model(r, name, body) for name, body in models.items()}, machines)
+    for variant in cfg.variants:
+        key = f"models.{variant.model}.variants.{variant.name}"
+        if variant.machine is not None and variant.machine not in machines:
+            raise r.fail(f"{key}.machine", f"no machine profile named {variant.machine!r} under [machines]")
+        if {"max_p50_ms", "max_p95_ms"} & set(variant.budgets) and variant.machine is None:
+            raise r.fail(f"{key}.machine", "absolute latency limits (max_p50_ms, max_p95_ms) need the machine "
+                                           "profile they were measured on")
+    return cfg
+
+
+def _machine(r: _Reader, name: str, body: Any) -> dict[str, Any]:
+    key = f"machines.{name}"
+    body = r.table(body, key, {"cpu_model"}, {"cpu_count"})
+    out = {"cpu_model": r.typed(body["cpu_model"], f"{key}.cpu_model", str)}
+    if "cpu_count" in body:
+        out["cpu_count"] = r.typed(body["cpu_count"], f"{key}.cpu_count", int)
+    return out
 
 
 def _model(r: _Reader, name: str, body: Any) -> Model:
@@ -177,8 +199,16 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
     calibration = _data(r, f"{key}.calibration", body["calibration"]) if "calibration" in body else None
     variants_raw = r.named(body["variants"], f"{key}.variants")
     variants = {v: _variant(r, name, v, task, b, calibration is not None) for v, b in variants_raw.items()}
-    if not any(v.is_float for v in variants.values()):
+    floats = [v.name for v in variants.values() if v.is_float]
+    if not floats:
         raise r.fail(f"{key}.variants", "one variant must have steps = [] (the float model others are compared with)")
+    for v in list(variants.values()):
+        reference = v.speedup_reference or floats[0]
+        if reference not in variants:
+            raise r.fail(f"{key}.variants.{v.name}.speedup_reference", f"no variant named {reference!r}")
+        if "min_speedup" in v.budgets and reference == v.name:
+            raise r.fail(f"{key}.variants.{v.name}.budgets.min_speedup", "a variant cannot be its own speedup reference")
+        variants[v.name] = replace(v, speedup_reference=reference)
     return Model(
         name=name, factory=r.callable_ref(body["factory"], f"{key}.factory"),
         weights=r.weights(body["weights"], f"{key}.weights"), task=task,
@@ -201,7 +231,7 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
     key = f"models.{model}.variants.{name}"
     if not NAME.match(name):
         raise r.fail(key, "variant names are lower-case letters, digits and underscores")
-    body = r.table(body, key, {"steps", "budgets"}, set())
+    body = r.table(body, key, {"steps", "budgets"}, {"speedup_reference", "machine"})
     steps_raw = r.typed(body["steps"], f"{key}.steps", list)
     kind, steps = "torch", []
     for i, raw in enumerate(steps_raw):
@@ -239,4 +269,6 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         budgets[bkey] = value
     if not steps and any(k.endswith(("_drop_db", "_drop_pct", "_ratio", "agreement_pct")) for k in budgets):
         raise r.fail(f"{key}.budgets", "the float variant cannot have budgets relative to itself")
-    return Variant(model, name, tuple(steps), budgets, kind)
+    return Variant(model, name, tuple(steps), budgets, kind,
+                   speedup_reference=r.typed(body.get("speedup_reference", ""), f"{key}.speedup_reference", str),
+                   machine=r.typed(body["machine"], f"{key}.machine", str) if "machine" in body else None)

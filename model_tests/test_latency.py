@@ -1,0 +1,67 @@
+"""Latency of every variant on this machine (pytest-benchmark), its speedup over a reference variant, and
+peak memory growth. One benchmark group per model, so pytest-benchmark's table compares its variants."""
+
+import numpy as np
+import pytest
+
+from tinygate import latency, pipeline
+from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+
+pytestmark = pytest.mark.latency
+
+
+@pytest.fixture
+def timed_runner(artifact, variant, gate_threads, gate_config, gate_cache):
+    """The artifact's runner (session built outside any timed region) and one evaluation input."""
+    if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
+        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
+                    "speed says nothing about a device")
+    model = gate_config.models[variant.model]
+    x = np.ascontiguousarray(pipeline.Context(model, gate_cache).evaluation().inputs[:1])
+    return runner(artifact, gate_threads), x
+
+
+def test_latency(benchmark, timed_runner, variant, gate_config, gate_threads, gate_check, gate_recorder,
+                 pytestconfig):
+    run, x = timed_runner
+    benchmark.group = variant.model
+    benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
+    before = latency.peak_rss_mb()
+    benchmark.pedantic(run, args=(x,), rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup_rounds=5,
+                       iterations=1)
+    growth = latency.peak_rss_mb() - before
+    if benchmark.stats is None:  # --benchmark-disable: nothing was timed
+        if {"max_p50_ms", "max_p95_ms"} & set(variant.budgets):
+            pytest.fail(f"{variant.id}: latency budgets set, but benchmarks are disabled (--benchmark-disable)",
+                        pytrace=False)
+        pytest.skip(f"{variant.id}: benchmarks disabled (--benchmark-disable)")
+    times_ms = np.asarray(benchmark.stats.stats.data) * 1000
+    p50, p95 = float(np.percentile(times_ms, 50)), float(np.percentile(times_ms, 95))
+    gate_recorder.figure(variant.id, p50_ms=p50, p95_ms=p95, threads=gate_threads, memory_growth_mb=growth)
+    if "max_memory_growth_mb" in variant.budgets:
+        gate_check("max_memory_growth_mb", growth, note="peak RSS during the timed calls")
+    absolute = [k for k in ("max_p50_ms", "max_p95_ms") if k in variant.budgets]
+    if absolute:
+        profile = gate_config.machines[variant.machine]
+        if not latency.matches(profile):
+            pytest.skip(f"{variant.id}: {', '.join(absolute)} hold on machine profile {variant.machine!r} "
+                        f"({profile['cpu_model']}); this machine is {latency.cpu_model()!r}")
+        for key, value in (("max_p50_ms", p50), ("max_p95_ms", p95)):
+            if key in variant.budgets:
+                gate_check(key, value, note=f"{len(times_ms)} rounds, {gate_threads} thread(s)")
+
+
+@pytest.mark.budget("min_speedup")
+def test_speedup(request, timed_runner, variant, gate_config, gate_threads, gate_check, pytestconfig):
+    """Times the reference variant and this one alternately in this process, so both see the same machine."""
+    run, x = timed_runner
+    reference = gate_config.models[variant.model].variants[variant.speedup_reference]
+    chain = [pipeline.float_artifact(gate_config.models[variant.model])]
+    for step in reference.steps:
+        chain.append(request.getfixturevalue(step.name)(chain[-1], step, reference))
+    ref_run = runner(chain[-1], gate_threads)
+    ref_times, times = latency.interleaved(lambda: ref_run(x), lambda: run(x),
+                                           rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5)
+    speedup = float(np.median(ref_times) / np.median(times))
+    gate_check("min_speedup", speedup, note=f"median {1000 * np.median(times):.3g} ms vs {reference.name} "
+                                            f"{1000 * np.median(ref_times):.3g} ms, {gate_threads} thread(s)")

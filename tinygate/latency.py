@@ -1,0 +1,62 @@
+"""Latency and memory of one artifact on this machine, and the machine profile absolute limits apply to.
+
+Timings are wall-clock per call (time.perf_counter), the runner (session, loaded module) built before
+any timed call, after warm-up calls; threads are pinned by the runner (--gate-threads).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_fingerprint() -> dict[str, object]:
+    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "system": platform.system(),
+            "machine": platform.machine()}
+
+
+def matches(profile: dict[str, object]) -> bool:
+    """A machine profile from gate.toml matches when its cpu_model is a substring of this CPU's model and
+    its cpu_count (if given) equals this machine's."""
+    here = machine_fingerprint()
+    if str(profile["cpu_model"]).lower() not in str(here["cpu_model"]).lower():
+        return False
+    return "cpu_count" not in profile or profile["cpu_count"] == here["cpu_count"]
+
+
+def interleaved(first: Callable[[], object], second: Callable[[], object], rounds: int,
+                warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-round times (seconds) of two callables run alternately, the order flipping every round, so that
+    drift in the machine's speed hits both alike."""
+    for _ in range(warmup):
+        first(), second()
+    a, b = np.empty(rounds), np.empty(rounds)
+    for i in range(rounds):
+        pair = ((a, first), (b, second)) if i % 2 == 0 else ((b, second), (a, first))
+        for store, fn in pair:
+            start = time.perf_counter()
+            fn()
+            store[i] = time.perf_counter() - start
+    return a, b
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (ru_maxrss: KB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1e6 if platform.system() == "Darwin" else 1e3)
