@@ -6,22 +6,32 @@ import pytest
 
 from tinygate import latency, pipeline
 from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+from tinygate.errors import GateError
 
 pytestmark = pytest.mark.latency
 
 
 @pytest.fixture
 def timed_runner(artifact, variant, gate_threads, gate_config, gate_cache):
-    """The artifact's runner (session built outside any timed region) and one evaluation input."""
+    """The artifact's runner (session built outside any timed region) and a seeded input of the configured
+    shape, run once untimed so that a model that cannot run fails here with one line."""
     if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
         pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
                     "speed says nothing about a device")
     model = gate_config.models[variant.model]
-    x = np.ascontiguousarray(pipeline.Context(model, gate_cache).evaluation().inputs[:1])
-    return runner(artifact, gate_threads), x
+    x = pipeline.Context(model, gate_cache).example_input()
+    try:
+        run = runner(artifact, gate_threads)
+        run(x)
+        return run, x
+    except GateError as exc:
+        failure = str(exc)
+    except Exception as exc:  # the model itself crashes on a well-formed input
+        failure = f"{variant.id}: {artifact.path} fails to run: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    pytest.fail(failure, pytrace=False)
 
 
-def test_latency(benchmark, timed_runner, variant, gate_config, gate_threads, gate_check, gate_recorder,
+def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, gate_check, gate_recorder,
                  pytestconfig):
     run, x = timed_runner
     benchmark.group = variant.model
@@ -59,7 +69,13 @@ def test_speedup(request, timed_runner, variant, gate_config, gate_threads, gate
     chain = [pipeline.float_artifact(gate_config.models[variant.model])]
     for step in reference.steps:
         chain.append(request.getfixturevalue(step.name)(chain[-1], step, reference))
-    ref_run = runner(chain[-1], gate_threads)
+    try:
+        ref_run = runner(chain[-1], gate_threads)
+    except GateError as exc:
+        failure = f"{variant.id}: speedup reference {reference.id}: {exc}"
+        ref_run = None
+    if ref_run is None:
+        pytest.fail(failure, pytrace=False)
     ref_times, times = latency.interleaved(lambda: ref_run(x), lambda: run(x),
                                            rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5)
     speedup = float(np.median(ref_times) / np.median(times))

@@ -47,7 +47,7 @@ def run_gate(tmp_path: Path):
         cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
                f"--gate-config={config}", f"--gate-cache-dir={cache or tmp_path / 'cache'}",
                f"--gate-reports-dir={reports}", *args]
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                              env={**os.environ, **(env or {})})
+        outer = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**outer, **(env or {})})
         return GateRun(proc.returncode, proc.stdout + proc.stderr, reports / "latest")
     return run

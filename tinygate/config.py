@@ -207,7 +207,8 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
         if reference not in variants:
             raise r.fail(f"{key}.variants.{v.name}.speedup_reference", f"no variant named {reference!r}")
         if "min_speedup" in v.budgets and reference == v.name:
-            raise r.fail(f"{key}.variants.{v.name}.budgets.min_speedup", "a variant cannot be its own speedup reference")
+            raise r.fail(f"{key}.variants.{v.name}.budgets.min_speedup",
+                         "a variant cannot be its own speedup reference")
         variants[v.name] = replace(v, speedup_reference=reference)
     return Model(
         name=name, factory=r.callable_ref(body["factory"], f"{key}.factory"),
