@@ -42,9 +42,9 @@ def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, ga
     growth = latency.peak_rss_mb() - before
     if benchmark.stats is None:  # --benchmark-disable: nothing was timed
         if {"max_p50_ms", "max_p95_ms"} & set(variant.budgets):
-            pytest.fail(f"{variant.id}: latency budgets set, but benchmarks are disabled (--benchmark-disable)",
-                        pytrace=False)
-        pytest.skip(f"{variant.id}: benchmarks disabled (--benchmark-disable)")
+            pytest.fail(f"{variant.id}: latency budgets set, but pytest-benchmark is disabled (--benchmark-disable, "
+                        "or pytest-xdist, under which it disables itself)", pytrace=False)
+        pytest.skip(f"{variant.id}: pytest-benchmark is disabled (--benchmark-disable, or pytest-xdist)")
     times_ms = np.asarray(benchmark.stats.stats.data) * 1000
     p50, p95 = float(np.percentile(times_ms, 50)), float(np.percentile(times_ms, 95))
     gate_recorder.figure(variant.id, p50_ms=p50, p95_ms=p95, threads=gate_threads, memory_growth_mb=growth)

