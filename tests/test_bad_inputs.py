@@ -10,21 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundled import REPO, model_table
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights/digits.safetensors"
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[models.digits]
-factory = "tinygate.zoo.digits:build"
-weights = "WEIGHTS"
-task = "classifier"
-input = { name = "digit", shape = [1, 1, 8, 8] }
-output = { name = "logits" }
-eval = EVAL
-
+VARIANTS = """
 [models.digits.variants.float]
 steps = []
 budgets = { min_accuracy_pct = 97 }
@@ -187,7 +179,7 @@ def case_config_that_is_not_valid_toml(tmp):
 
 
 def case_two_models_with_one_name(tmp):
-    return {"text": lambda t: t + t.split("[models.digits.variants.float]")[0]}, "not valid TOML"
+    return {"text": lambda t: t + model_table("digits")}, "not valid TOML"
 
 
 def case_weights_with_an_unknown_format(tmp):
@@ -205,9 +197,8 @@ CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items() 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_ends_the_gate_with_one_line_naming_the_file_and_the_problem(case, tmp_path, run_gate):
     setup, problem = CASES[case](tmp_path)
-    eval_spec = f'{{ npz = "{setup["eval"]}" }}' if "eval" in setup else \
-        '{ source = "tinygate.zoo.digits:eval_set" }'
-    text = CONFIG.replace("WEIGHTS", str(setup.get("weights", WEIGHTS))).replace("EVAL", eval_spec)
+    eval_spec = f'{{ npz = "{setup["eval"]}" }}' if "eval" in setup else None
+    text = model_table("digits", setup.get("weights"), eval_spec) + VARIANTS
     text = setup.get("text", lambda t: t)(text)
     config = tmp_path / "gate.toml"
     config.write_text(text)

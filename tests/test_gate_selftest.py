@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bundled import model_table
 from safetensors.numpy import load_file, save_file
 
 from tinygate import config
@@ -18,29 +19,17 @@ from tinygate import config
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-TINYBEAUTY = """
-[models.tinybeauty]
-factory = "tinygate.zoo.tinybeauty:build"
-weights = "{weights}"
-task = "image"
-input = {{ name = "image", shape = [1, 3, 256, 256] }}
-output = {{ name = "retouched" }}
-eval = {{ source = "tinygate.zoo.tinybeauty:eval_set" }}
 
+def tinybeauty(weights: Path, budgets: str) -> str:
+    return model_table("tinybeauty", weights) + f"""
 [models.tinybeauty.variants.float]
 steps = []
 budgets = {{ {budgets} }}
 """
 
-DIGITS = """
-[models.digits]
-factory = "tinygate.zoo.digits:build"
-weights = "{weights}"
-task = "classifier"
-input = {{ name = "digit", shape = [1, 1, 8, 8] }}
-output = {{ name = "logits" }}
-eval = {{ source = "tinygate.zoo.digits:eval_set" }}
 
+def digits(size_kb: float) -> str:
+    return model_table("digits") + f"""
 [models.digits.variants.float]
 steps = []
 budgets = {{ min_accuracy_pct = 97 }}
@@ -58,7 +47,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_unchanged_bundled_weights_pass(tmp_path, run_gate):
-    run = run_gate(write(tmp_path, DIGITS.format(weights=REPO / "weights/digits.safetensors", size_kb=40)))
+    run = run_gate(write(tmp_path, digits(size_kb=40)))
     assert run.returncode == 0, run.output
     doc = json.loads((run.reports / "results.json").read_text())
     assert doc["checks"] and all(c["passed"] for c in doc["checks"])
@@ -71,7 +60,7 @@ def test_weights_perturbed_by_ten_percent_of_their_std_fail_the_quality_floors(t
     save_file(noisy, tmp_path / "noisy.safetensors")
     shipped = config.load(REPO / "gate.toml").models["tinybeauty"].variants["float"].budgets
     budgets = ", ".join(f"{k} = {v}" for k, v in shipped.items())  # the budgets gate.toml ships
-    run = run_gate(write(tmp_path, TINYBEAUTY.format(weights=tmp_path / "noisy.safetensors", budgets=budgets)))
+    run = run_gate(write(tmp_path, tinybeauty(tmp_path / "noisy.safetensors", budgets)))
     assert run.returncode == 1, run.output
     failed = run.lines("FAILED model_tests/test_quality.py::")
     assert any("test_psnr_floor[tinybeauty-float]" in line for line in failed), run.output
@@ -80,7 +69,7 @@ def test_weights_perturbed_by_ten_percent_of_their_std_fail_the_quality_floors(t
 
 
 def test_a_size_budget_below_the_artifact_fails_the_size_check(tmp_path, run_gate):
-    run = run_gate(write(tmp_path, DIGITS.format(weights=REPO / "weights/digits.safetensors", size_kb=5)))
+    run = run_gate(write(tmp_path, digits(size_kb=5)))
     assert run.returncode == 1, run.output
     assert run.lines("FAILED model_tests/test_size.py::test_size_budget[digits-onnx_int8]")
     assert run.lines("digits-onnx_int8: size on disk")
@@ -90,7 +79,7 @@ def test_a_size_budget_below_the_artifact_fails_the_size_check(tmp_path, run_gat
 
 
 def test_a_config_typo_stops_the_run_before_any_test_with_one_line(tmp_path, run_gate):
-    text = DIGITS.format(weights=REPO / "weights/digits.safetensors", size_kb=40).replace("min_accuracy_pct = 97 }",
+    text = digits(size_kb=40).replace("min_accuracy_pct = 97 }",
                                                                                        "min_acuracy_pct = 97 }", 1)
     run = run_gate(write(tmp_path, text))
     assert run.returncode == 4, run.output
@@ -105,7 +94,7 @@ def test_a_step_that_raises_fails_the_run_never_skips_or_passes(tmp_path, run_ga
         "def export(*args, **kwargs):\n"
         "    raise RuntimeError('exporter exploded')\n"
         "s.export = export\n")
-    run = run_gate(write(tmp_path, DIGITS.format(weights=REPO / "weights/digits.safetensors", size_kb=40)),
+    run = run_gate(write(tmp_path, digits(size_kb=40)),
                    "-p", "break_export", env={"PYTHONPATH": str(tmp_path)})
     assert run.returncode == 1, run.output
     assert run.lines("digits-onnx_int8: step onnx_export: failed: RuntimeError: exporter exploded")

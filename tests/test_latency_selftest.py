@@ -4,36 +4,26 @@ fail a configured latency budget."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from bundled import model_table
 
 from tinygate import latency
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-TINYBEAUTY = f"""
-[models.tinybeauty]
-factory = "tinygate.zoo.tinybeauty:build"
-weights = "{REPO / 'weights/tinybeauty.safetensors'}"
-task = "image"
-input = {{ name = "image", shape = [1, 3, 256, 256] }}
-output = {{ name = "retouched" }}
-eval = {{ source = "tinygate.zoo.tinybeauty:eval_set" }}
-
+TINYBEAUTY = model_table("tinybeauty") + """
 [models.tinybeauty.variants.float]
 steps = []
-budgets = {{}}
+budgets = {}
 
 [models.tinybeauty.variants.onnx]
-steps = [{{ step = "onnx_export" }}]
-budgets = {{ min_speedup = 0.5 }}
+steps = [{ step = "onnx_export" }]
+budgets = { min_speedup = 0.5 }
 
 # ONNX Runtime's ConvInteger runs this model about ten times slower than float: a real slowdown
 [models.tinybeauty.variants.onnx_int8_dynamic]
-steps = [{{ step = "onnx_export" }}, {{ step = "ort_int8_dynamic" }}]
-budgets = {{ min_speedup = 0.9 }}
+steps = [{ step = "onnx_export" }, { step = "ort_int8_dynamic" }]
+budgets = { min_speedup = 0.9 }
 """
 
 DIGITS = f"""
@@ -43,18 +33,11 @@ cpu_model = "{latency.cpu_model()}"
 [machines.elsewhere]
 cpu_model = "Apple M3 Max"
 
-[models.digits]
-factory = "tinygate.zoo.digits:build"
-weights = "{REPO / 'weights/digits.safetensors'}"
-task = "classifier"
-input = {{ name = "digit", shape = [1, 1, 8, 8] }}
-output = {{ name = "logits" }}
-eval = {{ source = "tinygate.zoo.digits:eval_set" }}
-
+""" + model_table("digits") + """
 [models.digits.variants.float]
 steps = []
 machine = "MACHINE"
-budgets = {{ max_p50_ms = 0.0001 }}
+budgets = { max_p50_ms = 0.0001 }
 """
 
 

@@ -3,31 +3,21 @@ the shipped 4-bit variant meets, measured by the MIL interpreter."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from bundled import REPO, model_table
 
 from tinygate import config
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-CONFIG = f"""
-[models.tinybeauty]
-factory = "tinygate.zoo.tinybeauty:build"
-weights = "{REPO / 'weights/tinybeauty.safetensors'}"
-task = "image"
-input = {{ name = "image", shape = [1, 3, 256, 256] }}
-output = {{ name = "retouched" }}
-eval = {{ source = "tinygate.zoo.tinybeauty:eval_set" }}
-
+CONFIG = model_table("tinybeauty") + """
 [models.tinybeauty.variants.float]
 steps = []
-budgets = {{}}
+budgets = {}
 
 [models.tinybeauty.variants.coreml_palettize]
-steps = [{{ step = "coreml" }}, {{ step = "coreml_palettize", nbits = NBITS }}]
-budgets = {{ min_psnr_db = FLOOR }}
+steps = [{ step = "coreml" }, { step = "coreml_palettize", nbits = NBITS }]
+budgets = { min_psnr_db = FLOOR }
 """
 
 

@@ -3,30 +3,19 @@ artifact fails the artifact check naming the tensor; a missed quality floor name
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from bundled import model_table
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-DIGITS = f"""
-[models.digits]
-factory = "tinygate.zoo.digits:build"
-weights = "{REPO / 'weights/digits.safetensors'}"
-task = "classifier"
-input = {{ name = "digit", shape = [1, 1, 8, 8] }}
-output = {{ name = "logits" }}
-eval = {{ source = "tinygate.zoo.digits:eval_set" }}
-calibration = {{ source = "tinygate.zoo.digits:calibration_set" }}
-
+DIGITS = model_table("digits", calibration=True) + """
 [models.digits.variants.float]
 steps = []
-budgets = {{ min_accuracy_pct = 97 }}
+budgets = { min_accuracy_pct = 97 }
 
 [models.digits.variants.onnx_int8]
-steps = [{{ step = "onnx_export" }}, {{ step = "ort_int8_static" }}]
-budgets = {{ min_accuracy_pct = FLOOR }}
+steps = [{ step = "onnx_export" }, { step = "ort_int8_static" }]
+budgets = { min_accuracy_pct = FLOOR }
 """
 
 # A plugin that lets the ort_int8_static step run, then edits one initializer of what it wrote.
