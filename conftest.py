@@ -12,6 +12,7 @@ pytest_plugins = [
     "fixtures.prune",
     "fixtures.onnx_export",
     "fixtures.ort_optimize",
+    "fixtures.ort_fp16",
     "fixtures.ort_int8_dynamic",
     "fixtures.ort_int8_static",
     "fixtures.torch_int8",

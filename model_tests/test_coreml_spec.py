@@ -28,7 +28,7 @@ def test_coreml_interface_matches_float(artifact, variant, gate_config, gate_spe
     model = gate_config.models[variant.model]
     desc = _describe(artifact, variant)
     gate_spec_check("inputs", desc.inputs, {model.input_name: model.input_shape})
-    gate_spec_check("outputs", desc.outputs, {model.output_name: pipeline.float_output_shape(model)})
+    gate_spec_check("outputs", desc.outputs, pipeline.float_output_shapes(model))
 
 
 def test_coreml_precision_and_target(artifact, variant, gate_spec_check):

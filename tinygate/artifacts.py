@@ -30,21 +30,28 @@ class Artifact:
     factory: str  # the float model's factory, needed to rebuild torch modules from weights
     meta: tuple[tuple[str, str], ...] = ()
 
+    def files(self) -> list[Path]:
+        """Every file the artifact is made of: an ONNX model with its external data, a package's contents."""
+        if self.kind == "onnx":
+            from tinygate.safety import onnx_files
+
+            return onnx_files(self.path)
+        return [self.path] if self.path.is_file() else sorted(p for p in self.path.rglob("*") if p.is_file())
+
     def disk_bytes(self) -> int:
-        """Bytes on disk; a folder (an .mlpackage) counts every file in it."""
-        if self.path.is_file():
-            return self.path.stat().st_size
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        """Bytes on disk, over every file of the artifact."""
+        return sum(p.stat().st_size for p in self.files())
 
     def transfer_bytes(self) -> int:
-        """Bytes sent over the network: gzip -9 of a file, a deflated zip of a folder."""
-        if self.path.is_file():
+        """Bytes sent over the network: gzip -9 of a single file, else a deflated zip of its files."""
+        files = self.files()
+        if files == [self.path]:
             return len(gzip.compress(self.path.read_bytes(), compresslevel=9, mtime=0))
+        root = self.path if self.path.is_dir() else self.path.parent
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-            for p in sorted(self.path.rglob("*")):
-                if p.is_file():
-                    zf.write(p, p.relative_to(self.path).as_posix())
+            for p in files:
+                zf.write(p, p.relative_to(root).as_posix())
         return len(buf.getvalue())
 
 
@@ -86,6 +93,21 @@ def load_state_dict(path: Path) -> dict:
     return state
 
 
+def float_weights(art: Artifact) -> dict[str, np.ndarray]:
+    """A float model's weights by name: a torch state dict, or an ONNX model's float initializers."""
+    if art.kind == "torch":
+        return {k: v.numpy() for k, v in load_state_dict(art.path).items()}
+    import onnx
+    from onnx import numpy_helper
+
+    from tinygate.safety import check_onnx
+
+    check_onnx(art.path)
+    model = onnx.load(str(art.path), load_external_data=True)
+    arrays = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {k: v for k, v in arrays.items() if v.dtype.kind == "f"}
+
+
 def load_torch(art: Artifact):
     """The float or pruned torch model: the factory's module with its weights loaded."""
     model = build_module(art.factory)
@@ -100,6 +122,12 @@ def load_torch(art: Artifact):
 
 def runner(art: Artifact, threads: int = 1) -> Runner:
     """A function from one batched input array to the model's first output, for the artifact's backend."""
+    run = runner_all(art, threads)
+    return lambda x: run(x)[0]
+
+
+def runner_all(art: Artifact, threads: int = 1) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function from one batched input array to every output of the model, in the model's order."""
     if art.kind in ("torch", "torchscript"):
         import torch
 
@@ -112,9 +140,11 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 model = torch.jit.load(str(art.path))
 
-        def run(x: np.ndarray) -> np.ndarray:
+        def run(x: np.ndarray) -> list[np.ndarray]:
             with torch.inference_mode():
-                return model(torch.from_numpy(x)).numpy()
+                out = model(torch.from_numpy(x))
+            outs = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
+            return [t.numpy() for t in outs]
         return run
     if art.kind == "onnx":
         import onnxruntime as ort
@@ -127,7 +157,7 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
         opts.inter_op_num_threads = 1
         session = ort.InferenceSession(str(art.path), opts, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        return lambda x: session.run(None, {name: x})
     if art.kind == "mlpackage":
         from tinygate.safety import check_mlpackage
 
@@ -137,16 +167,17 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
 
             model = ct.models.MLModel(str(art.path))
             spec = model.get_spec().description
-            in_name, out_name = spec.input[0].name, spec.output[0].name
-            return lambda x: np.asarray(model.predict({in_name: x})[out_name]).astype(np.float32)
+            in_name, out_names = spec.input[0].name, [o.name for o in spec.output]
+            return lambda x: [np.asarray(v).astype(np.float32) for v in map(model.predict({in_name: x}).get,
+                                                                             out_names)]
         from tinygate.mil import Interpreter, UnsupportedOps
 
         try:
             interpreter = Interpreter(art.path)
         except UnsupportedOps as exc:
             raise GateError(art.path, None, str(exc).split(": ", 1)[1]) from None
-        in_name, out_name = interpreter.input_names[0], interpreter.output_names[0]
-        return lambda x: interpreter({in_name: x})[out_name].astype(np.float32)
+        in_name = interpreter.input_names[0]
+        return lambda x: [v.astype(np.float32) for v in map(interpreter({in_name: x}).get, interpreter.output_names)]
     raise ValueError(f"unknown artifact kind {art.kind!r}")
 
 

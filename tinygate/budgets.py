@@ -26,16 +26,16 @@ class Budget:
         return value >= budget if self.kind == "min" else value <= budget
 
 
-BOTH = ("image", "classifier")
+ANY = ("image", "classifier", "fidelity")
 BUDGETS: dict[str, Budget] = {b.key: b for b in (
-    Budget("max_size_kb", "max", "KB", "size on disk", BOTH, low=1e-3),
-    Budget("min_weight_sqnr_db", "min", "dB", "worst quantized weight's SQNR", BOTH, high=200.0),
-    Budget("max_p50_ms", "max", "ms", "median latency", BOTH, low=1e-6),
-    Budget("max_p95_ms", "max", "ms", "95th-percentile latency", BOTH, low=1e-6),
-    Budget("min_speedup", "min", "x", "speedup over the reference variant", BOTH, low=1e-3, high=1e3),
-    Budget("max_memory_growth_mb", "max", "MB", "peak memory growth during inference", BOTH, high=1e6),
-    Budget("max_size_ratio", "max", "x float", "size / float size", BOTH, low=1e-3, high=10.0),
-    Budget("max_transfer_kb", "max", "KB", "compressed transfer size", BOTH, low=1e-3),
+    Budget("max_size_kb", "max", "KB", "size on disk", ANY, low=1e-3),
+    Budget("min_weight_sqnr_db", "min", "dB", "worst quantized weight's SQNR", ANY, high=200.0),
+    Budget("max_p50_ms", "max", "ms", "median latency", ANY, low=1e-6),
+    Budget("max_p95_ms", "max", "ms", "95th-percentile latency", ANY, low=1e-6),
+    Budget("min_speedup", "min", "x", "speedup over the reference variant", ANY, low=1e-3, high=1e3),
+    Budget("max_memory_growth_mb", "max", "MB", "peak memory growth during inference", ANY, high=1e6),
+    Budget("max_size_ratio", "max", "x float", "size / float size", ANY, low=1e-3, high=10.0),
+    Budget("max_transfer_kb", "max", "KB", "compressed transfer size", ANY, low=1e-3),
     Budget("min_psnr_db", "min", "dB", "mean PSNR", ("image",), high=100.0),
     Budget("min_psnr_p5_db", "min", "dB", "5th-percentile PSNR", ("image",), high=100.0),
     Budget("min_ssim", "min", "", "mean SSIM", ("image",), high=1.0),
@@ -43,7 +43,14 @@ BUDGETS: dict[str, Budget] = {b.key: b for b in (
     Budget("min_accuracy_pct", "min", "%", "accuracy", ("classifier",), high=100.0),
     Budget("max_accuracy_drop_pct", "max", "pts", "accuracy drop vs float", ("classifier",), high=100.0),
     Budget("min_top1_agreement_pct", "min", "%", "top-1 agreement with float", ("classifier",), high=100.0),
+    # Fidelity against the float model on the evaluation inputs, checked on every output (the worst one counts).
+    Budget("min_output_sqnr_db", "min", "dB", "output SQNR vs float", ANY, low=-100.0, high=200.0),
+    Budget("max_output_abs_diff", "max", "", "largest output difference vs float", ANY),
+    Budget("min_output_cosine", "min", "", "mean cosine similarity with float", ANY, low=-1.0, high=1.0),
+    Budget("min_output_top1_agreement_pct", "min", "%", "per-output top-1 agreement with float", ANY, high=100.0),
 )}
+
+FIDELITY = ("min_output_sqnr_db", "max_output_abs_diff", "min_output_cosine", "min_output_top1_agreement_pct")
 
 
 QUANTIZING_STEPS = ("ort_int8_dynamic", "ort_int8_static", "torch_int8", "coreml_int8", "coreml_palettize")

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tinygate.budgets import BUDGETS
+from tinygate.budgets import BUDGETS, FIDELITY
 from tinygate.errors import GateError
 from tinygate.steps import BACKEND, STEPS
 
-TASKS = ("image", "classifier")
+# image: outputs scored against targets (PSNR/SSIM); classifier: against labels (accuracy);
+# fidelity: no ground truth, every output compared with the float model's (tinygate/fidelity.py).
+TASKS = ("image", "classifier", "fidelity")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -61,15 +63,24 @@ class Variant:
 @dataclass(frozen=True)
 class Model:
     name: str
-    factory: str
-    weights: Path
+    factory: str  # `module:callable` building the torch module; "" for a model given as an ONNX file
+    weights: Path  # .safetensors / .pt / .pth state dict, or the .onnx file itself
     task: str
     input_name: str
     input_shape: tuple[int, ...]
-    output_name: str
+    output_names: tuple[str, ...]  # in the model's output order; the first is the one task metrics score
     eval: DataSpec
     calibration: DataSpec | None
     variants: dict[str, Variant]
+
+    @property
+    def source_kind(self) -> str:
+        """The float model's artifact kind: variants start from it."""
+        return "onnx" if self.weights.suffix == ".onnx" else "torch"
+
+    @property
+    def output_name(self) -> str:
+        return self.output_names[0]
 
 
 @dataclass(frozen=True)
@@ -185,8 +196,20 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
     key = f"models.{name}"
     if not NAME.match(name):
         raise r.fail(key, "model names are lower-case letters, digits and underscores")
-    body = r.table(body, key, {"factory", "weights", "task", "input", "output", "eval", "variants"},
-                   {"calibration"})
+    body = r.table(body, key, {"task", "input", "output", "eval", "variants"},
+                   {"factory", "weights", "onnx", "calibration"})
+    if ("onnx" in body) == ("factory" in body or "weights" in body):
+        raise r.fail(key, "give either 'factory' and 'weights' (a PyTorch model) or 'onnx' (an ONNX file)")
+    if "onnx" in body:
+        factory, weights = "", r.file(body["onnx"], f"{key}.onnx")
+        if weights.suffix != ".onnx":
+            raise r.fail(f"{key}.onnx", f"must be an .onnx file, got {weights}")
+    else:
+        for needed in ("factory", "weights"):
+            if needed not in body:
+                raise r.fail(f"{key}.{needed}", "required key is missing (a PyTorch model needs factory and weights)")
+        factory = r.callable_ref(body["factory"], f"{key}.factory")
+        weights = r.weights(body["weights"], f"{key}.weights")
     task = r.typed(body["task"], f"{key}.task", str)
     if task not in TASKS:
         raise r.fail(f"{key}.task", f"must be one of {', '.join(TASKS)}; got {task!r}")
@@ -194,11 +217,25 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
     shape = r.typed(inp["shape"], f"{key}.input.shape", list)
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise r.fail(f"{key}.input.shape", f"must be a list of positive integers, got {shape!r}")
-    out = r.table(body["output"], f"{key}.output", {"name"}, set())
+    out = r.table(body["output"], f"{key}.output", set(), {"name", "names"})
+    if len(out) != 1:
+        raise r.fail(f"{key}.output", "give exactly one of 'name' (one output) or 'names' (several, in order)")
+    if "name" in out:
+        output_names = (r.typed(out["name"], f"{key}.output.name", str),)
+    else:
+        names = r.typed(out["names"], f"{key}.output.names", list)
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise r.fail(f"{key}.output.names", f"must be a list of distinct non-empty strings, got {names!r}")
+        output_names = tuple(names)
+    input_name = r.typed(inp["name"], f"{key}.input.name", str)
+    if "onnx" in body:
+        _check_onnx_interface(r, key, weights, input_name, output_names)
+    source_kind = "onnx" if "onnx" in body else "torch"
     eval_spec = _data(r, f"{key}.eval", body["eval"])
     calibration = _data(r, f"{key}.calibration", body["calibration"]) if "calibration" in body else None
     variants_raw = r.named(body["variants"], f"{key}.variants")
-    variants = {v: _variant(r, name, v, task, b, calibration is not None) for v, b in variants_raw.items()}
+    variants = {v: _variant(r, name, v, task, b, calibration is not None, source_kind)
+                for v, b in variants_raw.items()}
     floats = [v.name for v in variants.values() if v.is_float]
     if not floats:
         raise r.fail(f"{key}.variants", "one variant must have steps = [] (the float model others are compared with)")
@@ -210,13 +247,28 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
             raise r.fail(f"{key}.variants.{v.name}.budgets.min_speedup",
                          "a variant cannot be its own speedup reference")
         variants[v.name] = replace(v, speedup_reference=reference)
-    return Model(
-        name=name, factory=r.callable_ref(body["factory"], f"{key}.factory"),
-        weights=r.weights(body["weights"], f"{key}.weights"), task=task,
-        input_name=r.typed(inp["name"], f"{key}.input.name", str), input_shape=tuple(shape),
-        output_name=r.typed(out["name"], f"{key}.output.name", str),
-        eval=eval_spec, calibration=calibration, variants=variants,
-    )
+    return Model(name=name, factory=factory, weights=weights, task=task, input_name=input_name,
+                 input_shape=tuple(shape), output_names=output_names, eval=eval_spec, calibration=calibration,
+                 variants=variants)
+
+
+def _check_onnx_interface(r: _Reader, key: str, path: Path, input_name: str, output_names: tuple[str, ...]) -> None:
+    """An ONNX model's file is checked as untrusted (tinygate.safety), then its graph's input and outputs must
+    be the configured ones: the outputs all of them, in order, as ONNX Runtime returns them."""
+    import onnx
+
+    from tinygate.safety import check_onnx
+
+    check_onnx(path)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    outputs = tuple(o.name for o in graph.output)
+    if inputs != [input_name]:
+        raise r.fail(f"{key}.input.name", f"{input_name!r} is not the graph's one input; {path.name} has {inputs}")
+    if outputs != output_names:
+        raise r.fail(f"{key}.output", f"{list(output_names)} are not the graph's outputs in order; "
+                                      f"{path.name} has {list(outputs)}")
 
 
 def _data(r: _Reader, key: str, body: Any) -> DataSpec:
@@ -228,13 +280,14 @@ def _data(r: _Reader, key: str, body: Any) -> DataSpec:
     return DataSpec(npz=r.file(body["npz"], f"{key}.npz"))
 
 
-def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibration: bool) -> Variant:
+def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibration: bool,
+             source_kind: str) -> Variant:
     key = f"models.{model}.variants.{name}"
     if not NAME.match(name):
         raise r.fail(key, "variant names are lower-case letters, digits and underscores")
     body = r.table(body, key, {"steps", "budgets"}, {"speedup_reference", "machine"})
     steps_raw = r.typed(body["steps"], f"{key}.steps", list)
-    kind, steps = "torch", []
+    kind, steps = source_kind, []
     for i, raw in enumerate(steps_raw):
         skey = f"{key}.steps[{i}]"
         if not isinstance(raw, dict) or "step" not in raw:
@@ -247,8 +300,8 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         if spec.uses_calibration and not has_calibration:
             raise r.fail(f"{skey}.step", f"{step_name} calibrates, but models.{model}.calibration is not set")
         if kind not in spec.consumes:
-            raise r.fail(f"{skey}.step", f"{step_name} takes a {'/'.join(spec.consumes)} model, "
-                                         f"but the steps before it produce {kind}")
+            made = f"the steps before it produce {kind}" if steps else f"the model is {kind}"
+            raise r.fail(f"{skey}.step", f"{step_name} takes a {'/'.join(spec.consumes)} model, but {made}")
         params = {}
         for pname, param in spec.params.items():
             value = r.typed(raw.get(pname, param.default), f"{skey}.{pname}", param.type)
@@ -268,7 +321,8 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         if not budget.low <= value <= budget.high:
             raise r.fail(where, f"must be in [{budget.low}, {budget.high}] {budget.unit}, got {value}")
         budgets[bkey] = value
-    if not steps and any(k.endswith(("_drop_db", "_drop_pct", "_ratio", "agreement_pct")) for k in budgets):
+    if not steps and any(k.endswith(("_drop_db", "_drop_pct", "_ratio", "agreement_pct")) or k in FIDELITY
+                         for k in budgets):
         raise r.fail(f"{key}.budgets", "the float variant cannot have budgets relative to itself")
     return Variant(model, name, tuple(steps), budgets, kind,
                    speedup_reference=r.typed(body.get("speedup_reference", ""), f"{key}.speedup_reference", str),

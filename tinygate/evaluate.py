@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tinygate import fidelity as fidelity_
 from tinygate import metrics
-from tinygate.artifacts import Artifact, backend_name, runner
+from tinygate.artifacts import Artifact, backend_name, runner, runner_all
 from tinygate.cache import Cache, key_of, tool_versions
 from tinygate.config import Model
 from tinygate.data import Dataset
@@ -35,16 +36,20 @@ def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
     return np.concatenate([run(np.ascontiguousarray(x[None])) for x in data.inputs])
 
 
+def check_inputs(model: Model, data: Dataset) -> None:
+    """The evaluation inputs must have the configured per-sample shape."""
+    if tuple(data.inputs.shape[1:]) != tuple(model.input_shape[1:]):
+        raise GateError(model.eval.npz or model.eval.source, f"models.{model.name}.eval",
+                        f"inputs have shape {tuple(data.inputs.shape[1:])} per sample, but "
+                        f"models.{model.name}.input.shape is {list(model.input_shape)}")
+
+
 def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1) -> Scores:
     backend = backend_name(art.kind)
     key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions(), task=model.task,
                  backend=backend)
 
-    where = f"models.{model.name}.eval"
-    if tuple(data.inputs.shape[1:]) != tuple(model.input_shape[1:]):
-        raise GateError(model.eval.npz or model.eval.source, where,
-                        f"inputs have shape {tuple(data.inputs.shape[1:])} per sample, but "
-                        f"models.{model.name}.input.shape is {list(model.input_shape)}")
+    check_inputs(model, data)
 
     def build(out: Path) -> None:
         outputs = outputs_of(art, data, threads)
@@ -70,3 +75,32 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
     entry = cache.get_or_build(key, build)
     with np.load(entry / "scores.npz") as npz:
         return Scores({k: npz[k] for k in npz.files}, backend)
+
+
+def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, cache: Cache,
+             threads: int = 1) -> list[fidelity_.OutputFidelity]:
+    """Per-output fidelity of an artifact to the float model on the evaluation inputs, cached by both hashes."""
+    import json
+
+    check_inputs(model, data)
+    key = key_of(fidelity=art.digest, reference=reference.digest, data=data.digest(), tools=tool_versions(),
+                 backend=backend_name(art.kind), outputs=model.output_names)
+
+    def build(out: Path) -> None:
+        run, run_ref = runner_all(art, threads), runner_all(reference, threads)
+        acc = [fidelity_.Accumulator(name) for name in model.output_names]
+        for x in data.inputs:
+            x = np.ascontiguousarray(x[None])
+            mine, ref = run(x), run_ref(x)
+            if len(mine) != len(acc) or len(ref) != len(acc):
+                raise GateError(art.path, None, f"returns {len(mine)} outputs and the float model {len(ref)}, but "
+                                                f"models.{model.name}.output names {len(acc)}")
+            for a, r, m in zip(acc, ref, mine, strict=True):
+                if r.shape != m.shape:
+                    raise GateError(art.path, a.name, f"output shape {m.shape} differs from the float model's "
+                                                      f"{r.shape}")
+                a.add(r, m)
+        (out / "fidelity.json").write_text(json.dumps([a.result().__dict__ for a in acc]))
+
+    entry = cache.get_or_build(key, build)
+    return [fidelity_.OutputFidelity(**r) for r in json.loads((entry / "fidelity.json").read_text())]

@@ -88,27 +88,34 @@ def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
 
 
 def float_artifact(model: Model) -> Artifact:
-    """The float model as the user ships it: its factory plus its safetensors weights."""
-    stat = model.weights.stat()
-    return Artifact("torch", model.weights, _digest(model.weights, stat.st_size, stat.st_mtime_ns), model.factory)
+    """The float model as the user ships it: its factory plus its weights, or its ONNX file."""
+    files = [model.weights]
+    if model.source_kind == "onnx":
+        from tinygate.safety import check_onnx, onnx_files
+
+        check_onnx(model.weights)
+        files = onnx_files(model.weights)
+    stamps = tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return Artifact(model.source_kind, model.weights, _digest(stamps), model.factory)
 
 
 @cache
-def _digest(path: Path, size: int, mtime_ns: int) -> str:
-    return digest_path(path)
+def _digest(stamps: tuple[tuple[Path, int, int], ...]) -> str:
+    """The hash of a model's files (an ONNX file and its external data), recomputed when one changes."""
+    return key_of(files=[digest_path(f) for f, _, _ in stamps])
 
 
-def float_output_shape(model: Model) -> tuple[int, ...]:
-    """The float model's output shape on an input of the configured shape."""
-    return _output_shape(model.factory, model.weights, model.input_shape)
+def float_output_shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    """Each output's shape, by name, of the float model on an input of the configured shape."""
+    return dict(zip(model.output_names, _output_shapes(float_artifact(model), model.input_shape), strict=False))
 
 
 @cache
-def _output_shape(factory: str, weights: Path, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-    from tinygate.artifacts import runner
+def _output_shapes(art: Artifact, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    from tinygate.artifacts import runner_all
 
-    art = Artifact("torch", weights, digest_path(weights), factory)
-    return tuple(runner(art)(np.random.default_rng(0).random(input_shape, dtype=np.float32)).shape)
+    outputs = runner_all(art)(np.random.default_rng(0).random(input_shape, dtype=np.float32))
+    return tuple(tuple(o.shape) for o in outputs)
 
 
 def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
@@ -117,7 +124,7 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     parts = dict(input=src.digest, step=step.name, params=step.params, tools=tool_versions())
     if spec.consumes == ("torch",):
         parts.update(factory=src.factory, input_shape=ctx.model.input_shape,
-                     io=(ctx.model.input_name, ctx.model.output_name))
+                     io=(ctx.model.input_name, *ctx.model.output_names))
     if spec.uses_calibration:
         parts["calibration"] = ctx.calibration().digest()
 

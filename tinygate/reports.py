@@ -45,7 +45,7 @@ class Recorder:
     def check(self, model: str, variant: str, key: str, value: float, budget: float, backend: str,
               note: str = "") -> Check:
         spec = BUDGETS[key]
-        result = Check(model, variant, key, _finite(value), budget, spec.unit, spec.holds(value, budget),
+        result = Check(model, variant, key, _measured(value), budget, spec.unit, spec.holds(value, budget),
                        backend, note, ">=" if spec.kind == "min" else "<=")
         self.checks.append(result)
         return result
@@ -53,7 +53,7 @@ class Recorder:
     def record(self, model: str, variant: str, check: str, value: float, budget: float, unit: str, passed: bool,
                backend: str, note: str = "", op: str = "<=") -> Check:
         """A check that is not a configured budget (a math bound): recorded the same way."""
-        result = Check(model, variant, check, _finite(value), budget, unit, passed, backend, note, op)
+        result = Check(model, variant, check, _measured(value), budget, unit, passed, backend, note, op)
         self.checks.append(result)
         return result
 
@@ -63,6 +63,13 @@ class Recorder:
         result = Check(model, variant, name, str(actual), str(expected), "", actual == expected, backend, note, "==")
         self.checks.append(result)
         return result
+
+
+def _measured(value: object) -> float | str | None:
+    """A measured figure as JSON can hold it: NaN (unmeasurable) is None, an infinity is "inf" or "-inf"."""
+    if isinstance(value, int | float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return _finite(value)
 
 
 def _finite(value: object) -> float | None:

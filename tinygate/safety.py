@@ -66,7 +66,7 @@ def check_onnx(path: Path, max_mb: float | None = None) -> None:
         raise GateError(path, None, f"is not a readable ONNX model: {type(exc).__name__}: {exc}") from None
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            location = _location(tensor)
             _inside(path.parent, location, path, f"initializer {tensor.name} external data")
             check_size(path.parent / location, max_mb)
     try:
@@ -74,6 +74,20 @@ def check_onnx(path: Path, max_mb: float | None = None) -> None:
     except (onnx.checker.ValidationError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise GateError(path, None, f"fails the ONNX checker: {first}") from None
+
+
+def _location(tensor) -> str:
+    return {e.key: e.value for e in tensor.external_data}.get("location", "")
+
+
+def onnx_files(path: Path) -> list[Path]:
+    """The ONNX file and the external-data files it names (after check_onnx has placed them inside its folder):
+    together they are the model's size and its identity."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {_location(t) for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    return [path] + [path.parent / loc for loc in sorted(locations)]
 
 
 def check_mlpackage(path: Path, max_mb: float | None = None) -> None:

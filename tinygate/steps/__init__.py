@@ -56,6 +56,7 @@ STEPS: dict[str, StepSpec] = {s.name: s for s in (
              {"opset": Param(int, 18, _between(13, 23))}),
     StepSpec("ort_optimize", ("onnx",), "onnx", "onnx_steps:optimize",
              {"level": Param(str, "basic", _one_of("basic", "extended", "all"))}),
+    StepSpec("ort_fp16", ("onnx",), "onnx", "onnx_steps:fp16"),
     StepSpec("ort_int8_dynamic", ("onnx",), "onnx", "onnx_steps:int8_dynamic",
              {"per_channel": Param(bool, False), "reduce_range": Param(bool, False)}),
     StepSpec("ort_int8_static", ("onnx",), "onnx", "onnx_steps:int8_static",

@@ -19,7 +19,7 @@ def convert(src: Artifact, params: dict, ctx, out: Path) -> Path:
     precision = ct.precision.FLOAT16 if params["precision"] == "fp16" else ct.precision.FLOAT32
     mlmodel = ct.convert(traced, convert_to="mlprogram", compute_precision=precision,
                          inputs=[ct.TensorType(name=ctx.model.input_name, shape=example.shape)],
-                         outputs=[ct.TensorType(name=ctx.model.output_name)],
+                         outputs=[ct.TensorType(name=n) for n in ctx.model.output_names],
                          minimum_deployment_target=getattr(ct.target, params["target"]))
     path = out / "model.mlpackage"
     mlmodel.save(str(path))

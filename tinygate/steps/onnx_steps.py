@@ -24,7 +24,7 @@ def export(src: Artifact, params: dict, ctx, out: Path) -> Path:
     model = load_torch(src)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
         program = torch.onnx.export(model, (torch.from_numpy(ctx.example_input()),), dynamo=True,
-                                    input_names=[ctx.model.input_name], output_names=[ctx.model.output_name],
+                                    input_names=[ctx.model.input_name], output_names=list(ctx.model.output_names),
                                     opset_version=params["opset"], verbose=False)
     proto = program.model_proto
     for node in proto.graph.node:
@@ -48,7 +48,40 @@ def optimize(src: Artifact, params: dict, ctx, out: Path) -> Path:
     opts.graph_optimization_level = levels[params["level"]]
     path = out / "model.onnx"
     opts.optimized_model_filepath = str(path)
-    ort.InferenceSession(str(src.path), opts, providers=["CPUExecutionProvider"])
+    source = _self_contained(src.path, out)  # else the result would point at the source's external data
+    ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
+    if source != src.path:
+        source.unlink()
+    return path
+
+
+def _self_contained(path: Path, out: Path) -> Path:
+    """The model itself if it has no external data, else a copy in `out` with its weights inline (under the
+    2 GB protobuf limit) or in one data file beside it, so every artifact the cache holds stands alone."""
+    import onnx
+
+    from tinygate.safety import onnx_files
+
+    if onnx_files(path) == [path]:
+        return path
+    model = onnx.load(str(path))
+    copy = out / "source.onnx"
+    large = model.ByteSize() > 1 << 30
+    onnx.save_model(model, str(copy), save_as_external_data=large, location="source.onnx.data")
+    return copy
+
+
+def fp16(src: Artifact, params: dict, ctx, out: Path) -> Path:
+    """Weights and arithmetic in float16 with ONNX Runtime's own converter (onnxruntime.transformers.float16);
+    inputs and outputs stay float32 (keep_io_types), so the model is a drop-in replacement."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(src.path)), keep_io_types=True))
+    model.topological_sort()  # the converter appends the input casts after their consumers
+    path = out / "model.onnx"
+    onnx.save_model(model.model, str(path))
     return path
 
 

@@ -1,0 +1,84 @@
+"""Fidelity to the float model, for models with no labels: per output, over the evaluation inputs.
+
+Output SQNR (dB) = 10 log10(sum ref^2 / sum (out - ref)^2) over every sample; the largest absolute
+difference; the mean and lowest per-sample cosine similarity (embeddings); per-sample top-1 agreement
+(argmax of each sample's flattened output). A NaN anywhere makes every figure NaN, which fails a budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    output: str
+    sqnr_db: float
+    max_abs_diff: float
+    cosine: float  # mean over samples
+    min_cosine: float
+    top1_agreement_pct: float
+
+    def figures(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if k != "output"}
+
+
+class Accumulator:
+    """Streams (reference, candidate) output pairs one sample at a time, so no evaluation set is held whole."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.signal = self.noise = self.max_abs = 0.0
+        self.cosines: list[float] = []
+        self.agree: list[bool] = []
+        self.finite = True
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        for ref, out in zip(reference.astype(np.float64), candidate.astype(np.float64), strict=True):
+            ref, out = ref.ravel(), out.ravel()
+            if not (np.isfinite(ref).all() and np.isfinite(out).all()):
+                self.finite = False
+                continue
+            diff = out - ref
+            self.signal += float(ref @ ref)
+            self.noise += float(diff @ diff)
+            self.max_abs = max(self.max_abs, float(np.abs(diff).max(initial=0.0)))
+            self.cosines.append(cosine(ref, out))
+            self.agree.append(int(ref.argmax()) == int(out.argmax()))
+
+    def result(self) -> OutputFidelity:
+        if not self.finite or not self.cosines:
+            nan = float("nan")
+            return OutputFidelity(self.name, nan, nan, nan, nan, nan)
+        return OutputFidelity(self.name, sqnr_db(self.signal, self.noise), self.max_abs,
+                              float(np.mean(self.cosines)), float(np.min(self.cosines)),
+                              100.0 * float(np.mean(self.agree)))
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """Signal-to-noise in dB; identical outputs are +inf, a zero reference with any error is -inf."""
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity; two all-zero vectors are identical (1), one all-zero vector is unrelated (0)."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+
+
+def worst(results: list[OutputFidelity], figure: str, kind: str) -> OutputFidelity:
+    """The output that does worst on one figure ("min" budgets: the lowest value; "max": the highest);
+    a NaN figure is the worst of all."""
+    def badness(r: OutputFidelity) -> float:
+        value = getattr(r, figure)
+        return math.inf if math.isnan(value) else (-value if kind == "min" else value)
+    return max(results, key=badness)

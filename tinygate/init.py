@@ -1,0 +1,271 @@
+"""`python -m tinygate init MODEL`: write a gate.toml entry for a model, budgets set from its measured figures.
+
+It builds the usual variants of the model (ONNX Runtime graph optimization, fp16, dynamic and static int8;
+for a PyTorch model, export first and PyTorch int8), measures each on the evaluation data, and writes each
+variant's budgets as its current figures plus the margins below, so the first gate run is green and a later
+regression is not. A variant whose step fails on this model is left out, with the reason as a comment.
+Latency limits are not written: they belong to a machine (see README, "Latency").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinygate import config, evaluate, pipeline
+from tinygate.cache import Cache
+from tinygate.errors import GateError
+
+MARGINS = {  # how far each written budget sits from the figure measured today
+    "size_pct": 10.0,  # max_size_kb: +10%
+    "sqnr_db": 3.0,  # min_output_sqnr_db: -3 dB
+    "cosine": 2.0,  # min_output_cosine: twice today's distance from 1
+    "abs_diff": 1.5,  # max_output_abs_diff: x1.5
+    "accuracy_pts": 1.0,  # accuracy floors and drops, top-1 agreement: 1 point
+    "psnr_db": 0.5,  # PSNR floors and drops: 0.5 dB
+}
+
+FLOAT_NOISE = {"sqnr_db": 80.0, "cosine": 0.99999, "abs_diff": 1e-5}  # budgets never tighter than this
+LOSSY_SQNR_DB = 20.0  # below this, init warns that a variant already loses much of an output
+
+ONNX_VARIANTS = {"optimized": [{"step": "ort_optimize"}], "fp16": [{"step": "ort_fp16"}],
+                 "int8_dynamic": [{"step": "ort_int8_dynamic"}],
+                 "int8_static": [{"step": "ort_optimize"}, {"step": "ort_int8_static"}]}
+TORCH_VARIANTS = {"onnx": [{"step": "onnx_export"}, {"step": "ort_optimize"}],
+                  "onnx_int8_dynamic": [{"step": "onnx_export"}, {"step": "ort_int8_dynamic"}],
+                  "onnx_int8_static": [{"step": "onnx_export"}, {"step": "ort_int8_static"}],
+                  "torch_int8": [{"step": "torch_int8"}]}
+
+
+@dataclass
+class Measured:
+    name: str
+    steps: list[dict]
+    budgets: dict[str, float]
+    figures: dict[str, float]
+    problem: str = ""  # the variant could not be built or measured: left out
+    warning: str = ""  # measured, but already far from the float model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        text = init(args)
+    except GateError as exc:
+        print(f"tinygate init: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tinygate init", description=__doc__.splitlines()[0])
+    p.add_argument("model", type=Path, help="an .onnx file, or a .safetensors / .pt / .pth state dict (with --factory)")
+    p.add_argument("--data", type=Path, required=True, help="evaluation .npz: 'inputs' (and 'labels' or 'targets')")
+    p.add_argument("--calibration", type=Path, help=".npz with 'inputs' for static int8 (a set apart from --data)")
+    p.add_argument("--factory", help="module:callable building the torch module, for a state dict")
+    p.add_argument("--name", help="the model's name in the config (default: from the file name)")
+    p.add_argument("--task", choices=config.TASKS, help="default: classifier with labels, image with targets, "
+                                                        "else fidelity")
+    p.add_argument("--input-name", default="input", help="a PyTorch model's input name (ONNX: read from the graph)")
+    p.add_argument("--output-names", help="comma-separated output names of a PyTorch model (default: output, or "
+                                          "output_0, output_1, ...)")
+    p.add_argument("--config", type=Path, default=Path("gate.toml"), help="the config to add to (created if absent)")
+    p.add_argument("--cache-dir", type=Path, default=Path(".tinygate-cache"))
+    return p
+
+
+def init(args: argparse.Namespace) -> str:
+    """Measure the model's variants, append its entry to the config, check the config loads; the entry's text."""
+    cfg_path = args.config.resolve()
+    for path, flag in ((args.model, "MODEL"), (args.data, "--data"), (args.calibration, "--calibration")):
+        if path is not None and not path.is_file():
+            raise GateError(path, None, f"{flag}: file not found")
+    name = args.name or re.sub(r"[^a-z0-9_]", "_", args.model.stem.lower()).strip("_") or "model"
+    if not re.match(r"^[a-z]", name):
+        name = f"m_{name}"
+    existing = cfg_path.read_text(encoding="utf-8") if cfg_path.is_file() else ""
+    try:
+        if name in tomllib.loads(existing).get("models", {}):
+            raise GateError(cfg_path, f"models.{name}", "already exists; pick another --name")
+    except tomllib.TOMLDecodeError as exc:
+        raise GateError(cfg_path, None, f"not valid TOML: {exc}") from None
+
+    data = pipeline.load_data(config.DataSpec(npz=args.data.resolve()), "--data")
+    task = args.task or ("classifier" if data.labels is not None else "image" if data.targets is not None
+                         else "fidelity")
+    header = _header(args, name, task, data, cfg_path)
+    measured = _measure(header, args, name, task, cfg_path)
+    entry = header + "".join(_variant_text(name, m) for m in measured)
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(existing + ("\n" if existing and not existing.endswith("\n\n") else "") + entry,
+                        encoding="utf-8")
+    try:
+        config.load(cfg_path)
+    except GateError:
+        cfg_path.write_text(existing, encoding="utf-8") if existing else cfg_path.unlink()
+        raise
+    return entry + f"\n# written to {cfg_path}; run: pytest model_tests --gate-config {args.config}\n"
+
+
+def _rel(path: Path, cfg_path: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), cfg_path.parent)).as_posix()
+
+
+def _header(args, name: str, task: str, data, cfg_path: Path) -> str:
+    """The model's own table: source, task, interface, data."""
+    shape = [1, *data.inputs.shape[1:]]
+    if args.model.suffix == ".onnx":
+        import onnx
+
+        from tinygate.safety import check_onnx
+
+        check_onnx(args.model)
+        graph = onnx.load(str(args.model), load_external_data=False).graph
+        inits = {i.name for i in graph.initializer}
+        input_name = next(i.name for i in graph.input if i.name not in inits)
+        outputs = [o.name for o in graph.output]
+        source = f'onnx = "{_rel(args.model, cfg_path)}"\n'
+    else:
+        if not args.factory:
+            raise GateError(args.model, None, "a state dict needs --factory module:callable to build its module")
+        input_name, source = args.input_name, (f'factory = "{args.factory}"\n'
+                                               f'weights = "{_rel(args.model, cfg_path)}"\n')
+        outputs = args.output_names.split(",") if args.output_names else _torch_output_names(args, shape)
+    lines = [f"[models.{name}]", source.rstrip("\n"), f'task = "{task}"',
+             f'input = {{ name = "{input_name}", shape = {shape} }}',
+             f'output = {{ name = "{outputs[0]}" }}' if len(outputs) == 1 else f"output = {{ names = {outputs} }}",
+             f'eval = {{ npz = "{_rel(args.data, cfg_path)}" }}']
+    if args.calibration:
+        lines.append(f'calibration = {{ npz = "{_rel(args.calibration, cfg_path)}" }}')
+    margins = ", ".join(f"{k} {v:g}" for k, v in MARGINS.items())
+    return (f"# Written by `python -m tinygate init` from measured figures; margins: {margins}.\n"
+            + "\n".join(lines).replace("'", '"') + "\n")
+
+
+def _torch_output_names(args, shape: list[int]) -> list[str]:
+    from tinygate.artifacts import Artifact, runner_all
+
+    try:
+        config._Reader(args.config).callable_ref(args.factory, "--factory")
+    except GateError as exc:
+        raise GateError("--factory", None, exc.problem) from None
+    art = Artifact("torch", args.model.resolve(), "", args.factory)
+    count = len(runner_all(art)(np.zeros(shape, np.float32)))
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Measured]:
+    """Build and measure every candidate variant through a scratch config beside the real one."""
+    candidates = ONNX_VARIANTS if args.model.suffix == ".onnx" else TORCH_VARIANTS
+    if not args.calibration:
+        candidates = {k: v for k, v in candidates.items() if not any(s["step"] in ("ort_int8_static", "torch_int8")
+                                                                     for s in v)}
+    scratch = cfg_path.parent / f".tinygate-init-{name}.toml"
+    text = header + f"[models.{name}.variants.float]\nsteps = []\nbudgets = {{}}\n"
+    for vname, steps in candidates.items():
+        text += f"[models.{name}.variants.{vname}]\nsteps = {_toml(steps)}\nbudgets = {{}}\n"
+    scratch.write_text(text, encoding="utf-8")
+    try:
+        model = config.load(scratch).models[name]
+    finally:
+        scratch.unlink()
+    cache = Cache(args.cache_dir.resolve())
+    ctx = pipeline.Context(model, cache)
+    data = ctx.evaluation()
+    float_art = pipeline.float_artifact(model)
+    float_quality = _quality(float_art, model, data, cache) if task != "fidelity" else {}
+    out = [Measured("float", [], _budgets({"size_kb": float_art.disk_bytes() / 1000, **float_quality}, {}),
+                    {"size_kb": float_art.disk_bytes() / 1000, **float_quality})]
+    for vname, variant in model.variants.items():
+        if variant.is_float:
+            continue
+        try:
+            art = float_art
+            for step in variant.steps:
+                art = pipeline.apply_step(art, step, ctx)
+            figures = {"size_kb": art.disk_bytes() / 1000}
+            fid = evaluate.fidelity(art, float_art, model, data, cache)
+            figures["sqnr_db"] = min(r.sqnr_db for r in fid)
+            lossy = min(fid, key=lambda r: r.sqnr_db)
+            figures["cosine"] = min(r.cosine for r in fid)
+            figures["abs_diff"] = max(r.max_abs_diff for r in fid)
+            if task != "fidelity":
+                figures.update(_quality(art, model, data, cache, float_art))
+            if any(math.isnan(v) for v in figures.values()):
+                raise GateError(art.path, None, "gives NaN outputs on the evaluation data")
+            warning = (f"output {lossy.output!r} is at {lossy.sqnr_db:.1f} dB SQNR against the float model: this "
+                       f"variant already loses much of it; look before you ship it") \
+                if lossy.sqnr_db < LOSSY_SQNR_DB else ""
+            out.append(Measured(vname, candidates[vname], _budgets(figures, float_quality), figures, warning=warning))
+        except Exception as exc:  # the step does not suit this model: leave the variant out, saying why
+            first = (str(exc).strip().splitlines() or [""])[0]
+            out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}"))
+    return out
+
+
+def _quality(art, model, data, cache, float_art=None) -> dict[str, float]:
+    scores = evaluate.score(art, model, data, cache)
+    if model.task == "classifier":
+        figures = {"accuracy_pct": 100.0 * float(np.mean(scores["correct"]))}
+        if float_art is not None:
+            ref = evaluate.score(float_art, model, data, cache)
+            figures["agreement_pct"] = 100.0 * float(np.mean(scores["predictions"] == ref["predictions"]))
+        return figures
+    return {"psnr_db": float(np.mean(scores["psnr"]))}
+
+
+def _budgets(f: dict[str, float], float_quality: dict[str, float]) -> dict[str, float]:
+    m = MARGINS
+    b = {"max_size_kb": _up(f["size_kb"] * (1 + m["size_pct"] / 100))}
+    if "sqnr_db" in f:
+        # Capped where float rounding, which differs between CPUs and thread counts, would decide.
+        b["min_output_sqnr_db"] = _down(min(f["sqnr_db"] - m["sqnr_db"], FLOAT_NOISE["sqnr_db"]))
+        b["min_output_cosine"] = _down(min(1 - (1 - f["cosine"]) * m["cosine"], FLOAT_NOISE["cosine"]), 6)
+        b["max_output_abs_diff"] = _up(max(f["abs_diff"] * m["abs_diff"], FLOAT_NOISE["abs_diff"]), 6)
+    if "accuracy_pct" in f:
+        b["min_accuracy_pct"] = max(0.0, _down(f["accuracy_pct"] - m["accuracy_pts"]))
+        if float_quality:
+            b["max_accuracy_drop_pct"] = _up(max(0.0, float_quality["accuracy_pct"] - f["accuracy_pct"])
+                                             + m["accuracy_pts"])
+            b["min_top1_agreement_pct"] = max(0.0, _down(f["agreement_pct"] - m["accuracy_pts"]))
+    if "psnr_db" in f:
+        b["min_psnr_db"] = _down(f["psnr_db"] - m["psnr_db"])
+        if float_quality:
+            b["max_psnr_drop_db"] = _up(max(0.0, float_quality["psnr_db"] - f["psnr_db"]) + m["psnr_db"])
+    return b
+
+
+def _down(x: float, digits: int = 2) -> float:
+    return math.floor(x * 10**digits) / 10**digits
+
+
+def _up(x: float, digits: int = 2) -> float:
+    return math.ceil(x * 10**digits) / 10**digits
+
+
+def _toml(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def _variant_text(model: str, m: Measured) -> str:
+    head = f"\n[models.{model}.variants.{m.name}]\n"
+    if m.problem:
+        return (f"\n# variant {m.name} ({_toml(m.steps)}) left out: it failed on this model: {m.problem}\n")
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in m.figures.items())
+    warning = f"# WARNING: {m.warning}\n" if m.warning else ""
+    return f"{head}# measured: {figures}\n{warning}steps = {_toml(m.steps)}\nbudgets = {_toml(m.budgets)}\n"
