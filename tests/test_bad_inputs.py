@@ -191,6 +191,65 @@ def case_unsafe_torch_load_environment(tmp):
     return {"env": {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}}, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD: is set"
 
 
+def _onnx_model(path: Path, external: str | None = None) -> Path:
+    """A one-layer digits classifier written with onnx.helper (8x8 input, 10 logits); with `external`, its
+    weight is stored as external data at that location."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32), "w")
+    if external is not None:
+        weight.data_location = TensorProto.EXTERNAL
+        weight.ClearField("raw_data")
+        weight.ClearField("float_data")
+        for key, value in (("location", external), ("offset", "0"), ("length", "2560")):
+            weight.external_data.add(key=key, value=value)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 64])
+    nodes = [helper.make_node("Reshape", ["digit", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["logits"])]
+    graph = helper.make_graph(
+        nodes,
+        "digits", [helper.make_tensor_value_info("digit", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], [weight, shape])
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def _as_onnx(path: Path):
+    """Replace the model table's factory and weights with `onnx = path`."""
+    def edit(text: str) -> str:
+        lines = [line for line in text.splitlines() if not line.startswith(("factory =", "weights ="))]
+        lines.insert(1, f'onnx = "{path}"')
+        return "\n".join(lines) + "\n"
+    return edit
+
+
+def case_truncated_onnx_file(tmp):
+    path = _onnx_model(tmp / "model.onnx")
+    path.write_bytes(path.read_bytes()[:300])
+    return {"text": _as_onnx(path), "named": path}, "is not a readable ONNX model"
+
+
+def case_onnx_external_data_pointing_outside_its_folder(tmp):
+    (tmp / "secret.bin").write_bytes(bytes(2560))
+    (tmp / "model").mkdir()
+    path = _onnx_model(tmp / "model" / "model.onnx", external="../secret.bin")
+    return {"text": _as_onnx(path), "named": path}, "points outside"
+
+
+def case_onnx_whose_input_name_differs_from_the_config(tmp):
+    path = _onnx_model(tmp / "model.onnx")
+    return {"text": lambda t: _as_onnx(path)(t).replace('name = "digit"', 'name = "image"'), "named": path}, \
+        "is not the graph's one input"
+
+
+def case_prune_step_on_an_onnx_model(tmp):
+    path = _onnx_model(tmp / "model.onnx")
+    variant = '\n[models.digits.variants.pruned]\nsteps = [{ step = "prune" }]\nbudgets = {}\n'
+    return {"text": lambda t: _as_onnx(path)(t) + variant, "named": "gate.toml"}, \
+        "prune takes a torch model, but the model is onnx"
+
+
 CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items() if name.startswith("case_")}
 
 
@@ -206,7 +265,7 @@ def test_bad_input_ends_the_gate_with_one_line_naming_the_file_and_the_problem(c
     assert run.returncode != 0, run.output
     assert "Traceback" not in run.output and "\nE   " not in run.output, run.output
     line = run.line(problem)
-    named = [str(setup[k]) for k in ("weights", "eval") if k in setup] or [str(config), "environment"]
+    named = [str(setup[k]) for k in ("weights", "eval", "named") if k in setup] or [str(config), "environment"]
     assert any(name in line for name in named), f"{line!r} names none of {named}"
     assert "passed" not in run.output.splitlines()[-1] or "failed" in run.output.splitlines()[-1] \
         or "error" in run.output.splitlines()[-1]

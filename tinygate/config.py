@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -167,6 +168,8 @@ def load(path: str | Path) -> GateConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GateError(path, None, f"not valid TOML: {exc}") from None
+    if str(path.parent) not in sys.path:  # a factory or data module kept beside the config imports as-is
+        sys.path.append(str(path.parent))
     r = _Reader(path)
     r.table(raw, "", {"models"}, {"machines"})
     machines = {name: _machine(r, name, body) for name, body in
@@ -265,10 +268,10 @@ def _check_onnx_interface(r: _Reader, key: str, path: Path, input_name: str, out
     inputs = [i.name for i in graph.input if i.name not in initializers]
     outputs = tuple(o.name for o in graph.output)
     if inputs != [input_name]:
-        raise r.fail(f"{key}.input.name", f"{input_name!r} is not the graph's one input; {path.name} has {inputs}")
+        raise r.fail(f"{key}.input.name", f"{input_name!r} is not the graph's one input; {path} has {inputs}")
     if outputs != output_names:
         raise r.fail(f"{key}.output", f"{list(output_names)} are not the graph's outputs in order; "
-                                      f"{path.name} has {list(outputs)}")
+                                      f"{path} has {list(outputs)}")
 
 
 def _data(r: _Reader, key: str, body: Any) -> DataSpec:
