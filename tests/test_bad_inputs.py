@@ -4,6 +4,7 @@ line that names the file and the problem; never a pass, never an unhandled trace
 from __future__ import annotations
 
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -248,6 +249,17 @@ def case_prune_step_on_an_onnx_model(tmp):
     variant = '\n[models.digits.variants.pruned]\nsteps = [{ step = "prune" }]\nbudgets = {}\n'
     return {"text": lambda t: _as_onnx(path)(t) + variant, "named": "gate.toml"}, \
         "prune takes a torch model, but the model is onnx"
+
+
+def case_corrupt_image_in_the_evaluation_folder(tmp):
+    from skimage.io import imsave
+
+    (tmp / "digits" / "0").mkdir(parents=True)
+    imsave(tmp / "digits" / "0" / "a.png", np.zeros((8, 8), np.uint8), check_contrast=False)
+    (tmp / "digits" / "0" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    folder = f'eval = {{ images = "{tmp / "digits"}", scale = 16.0 }}'
+    return {"text": lambda t: re.sub(r"^eval = .*$", folder, t, flags=re.M), "named": tmp / "digits" / "0" / "b.png"}, \
+        "is not a readable image"
 
 
 CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items() if name.startswith("case_")}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tinygate.budgets import BUDGETS, FIDELITY
+from tinygate.data import ImagePrep
 from tinygate.errors import GateError
 from tinygate.steps import BACKEND, STEPS
 
@@ -32,10 +33,17 @@ class Step:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where a data set comes from: a `module:callable` returning a Dataset, or an .npz file."""
+    """Where a data set comes from: a `module:callable` returning a Dataset, an .npz file, or a folder of
+    images with its preprocessing (tinygate.data.ImagePrep)."""
 
     source: str | None = None
     npz: Path | None = None
+    images: Path | None = None
+    prep: ImagePrep | None = None
+
+    @property
+    def origin(self) -> str | Path:
+        return self.npz or self.images or self.source
 
 
 @dataclass(frozen=True)
@@ -234,8 +242,8 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
     if "onnx" in body:
         _check_onnx_interface(r, key, weights, input_name, output_names)
     source_kind = "onnx" if "onnx" in body else "torch"
-    eval_spec = _data(r, f"{key}.eval", body["eval"])
-    calibration = _data(r, f"{key}.calibration", body["calibration"]) if "calibration" in body else None
+    eval_spec = _data(r, f"{key}.eval", body["eval"], shape)
+    calibration = _data(r, f"{key}.calibration", body["calibration"], shape) if "calibration" in body else None
     variants_raw = r.named(body["variants"], f"{key}.variants")
     variants = {v: _variant(r, name, v, task, b, calibration is not None, source_kind)
                 for v, b in variants_raw.items()}
@@ -274,13 +282,46 @@ def _check_onnx_interface(r: _Reader, key: str, path: Path, input_name: str, out
                                       f"{path} has {list(outputs)}")
 
 
-def _data(r: _Reader, key: str, body: Any) -> DataSpec:
-    body = r.table(body, key, set(), {"source", "npz"})
-    if len(body) != 1:
-        raise r.fail(key, "give exactly one of 'source' (module:callable) or 'npz' (a file)")
+IMAGE_PREP = {"layout", "scale", "mean", "std"}
+
+
+def _data(r: _Reader, key: str, body: Any, input_shape: list[int]) -> DataSpec:
+    body = r.table(body, key, set(), {"source", "npz", "images"} | IMAGE_PREP)
+    sources = [k for k in ("source", "npz", "images") if k in body]
+    if len(sources) != 1:
+        raise r.fail(key, "give exactly one of 'source' (module:callable), 'npz' (a file) or 'images' (a folder)")
+    if "images" not in body and IMAGE_PREP & set(body):
+        raise r.fail(f"{key}.{sorted(IMAGE_PREP & set(body))[0]}", "preprocessing applies to an 'images' folder only")
     if "source" in body:
         return DataSpec(source=r.callable_ref(body["source"], f"{key}.source"))
-    return DataSpec(npz=r.file(body["npz"], f"{key}.npz"))
+    if "npz" in body:
+        return DataSpec(npz=r.file(body["npz"], f"{key}.npz"))
+    folder = (r.path.parent / r.typed(body["images"], f"{key}.images", str)).resolve()
+    if not folder.is_dir():
+        raise r.fail(f"{key}.images", f"folder not found: {folder}")
+    layout = r.typed(body.get("layout", "NCHW"), f"{key}.layout", str)
+    if layout not in ("NCHW", "NHWC"):
+        raise r.fail(f"{key}.layout", f"must be NCHW or NHWC, got {layout!r}")
+    if len(input_shape) != 4:
+        raise r.fail(f"{key}.images", f"an image folder feeds a 4-D input; the input shape is {input_shape}")
+    channels, height, width = (input_shape[1:] if layout == "NCHW" else [input_shape[3], *input_shape[1:3]])
+    if channels not in (1, 3):
+        raise r.fail(f"{key}.layout", f"images have 1 or 3 channels; {layout} of {input_shape} has {channels}")
+    scale = r.typed(body.get("scale", 255.0), f"{key}.scale", float)
+    if not scale > 0:
+        raise r.fail(f"{key}.scale", f"must be positive, got {scale}")
+    per_channel = {}
+    for name, default in (("mean", 0.0), ("std", 1.0)):
+        value = body.get(name, [default] * channels)
+        value = [value] * channels if isinstance(value, int | float) and not isinstance(value, bool) else value
+        if not isinstance(value, list) or len(value) != channels or \
+                not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise r.fail(f"{key}.{name}", f"must be a number or a list of {channels}, got {value!r}")
+        per_channel[name] = tuple(float(v) for v in value)
+    if not all(v > 0 for v in per_channel["std"]):
+        raise r.fail(f"{key}.std", f"must be positive, got {list(per_channel['std'])}")
+    return DataSpec(images=folder, prep=ImagePrep(layout, (height, width), channels, scale, per_channel["mean"],
+                                                  per_channel["std"]))
 
 
 def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibration: bool,

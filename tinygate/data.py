@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,3 +30,60 @@ class Dataset:
                 h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())
                 h.update(arr.tobytes())
         return h.hexdigest()
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class ImagePrep:
+    """How a folder of images becomes model inputs: resized to (height, width) and to `channels`, divided by
+    `scale`, normalized with per-channel mean and std, laid out NCHW or NHWC."""
+
+    layout: str
+    size: tuple[int, int]
+    channels: int
+    scale: float = 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+
+def image_folder(folder: Path, prep: ImagePrep, where: str) -> Dataset:
+    """Every image under `folder`, sorted by path; images in subfolders get labels 0, 1, ... by sorted subfolder
+    name (the ImageFolder convention), images directly in the folder get none. Symlinks are refused."""
+    from skimage.color import gray2rgb, rgb2gray
+    from skimage.io import imread
+    from skimage.transform import resize
+
+    from tinygate.errors import GateError
+    from tinygate.safety import check_size
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise GateError(folder, where, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    classes = sorted({p.parent for p in files} - {folder})
+    if classes and any(p.parent == folder for p in files):
+        raise GateError(folder, where, "mixes images at the top with class subfolders; use one or the other")
+    if any(p.parent.parent != folder for p in files if classes):
+        raise GateError(folder, where, "class subfolders must hold images directly, one level deep")
+    inputs = []
+    for path in files:
+        if path.is_symlink() or any(p.is_symlink() for p in path.parents if folder in p.parents):
+            raise GateError(path, where, "symlinks are refused in an image folder")
+        check_size(path)
+        try:
+            img = np.asarray(imread(path), dtype=np.float32)
+        except Exception as exc:  # a truncated or corrupt image file
+            raise GateError(path, where, f"is not a readable image: {type(exc).__name__}: {exc}") from None
+        if img.ndim == 3 and img.shape[-1] == 4:
+            img = img[..., :3]  # alpha is not an input channel
+        if img.ndim == 2 and prep.channels == 3:
+            img = gray2rgb(img)
+        elif img.ndim == 3 and prep.channels == 1:
+            img = rgb2gray(img / prep.scale) * prep.scale  # rgb2gray wants [0, 1]; keep the stored range
+        img = img.reshape(*img.shape[:2], prep.channels)
+        img = resize(img, prep.size, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
+        img = (img / prep.scale - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+        inputs.append(img.transpose(2, 0, 1) if prep.layout == "NCHW" else img)
+    labels = np.array([classes.index(p.parent) for p in files]) if classes else None
+    return Dataset(np.stack(inputs).astype(np.float32), labels=labels)

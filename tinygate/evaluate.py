@@ -39,7 +39,7 @@ def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
 def check_inputs(model: Model, data: Dataset) -> None:
     """The evaluation inputs must have the configured per-sample shape."""
     if tuple(data.inputs.shape[1:]) != tuple(model.input_shape[1:]):
-        raise GateError(model.eval.npz or model.eval.source, f"models.{model.name}.eval",
+        raise GateError(model.eval.origin, f"models.{model.name}.eval",
                         f"inputs have shape {tuple(data.inputs.shape[1:])} per sample, but "
                         f"models.{model.name}.input.shape is {list(model.input_shape)}")
 

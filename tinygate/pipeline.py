@@ -20,7 +20,7 @@ from tinygate.steps import STEPS
 
 
 def load_data(spec: DataSpec, where: str) -> Dataset:
-    """Call a data source, or read an .npz with `inputs` (and optional `targets` / `labels`)."""
+    """Call a data source, read an .npz with `inputs` (and optional `targets` / `labels`), or an image folder."""
     if spec.npz is not None:
         try:
             with np.load(spec.npz, allow_pickle=False) as npz:
@@ -31,12 +31,16 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
             raise
         except Exception as exc:  # a truncated or non-zip file, an object array (pickle is refused)
             raise GateError(spec.npz, where, f"cannot read the .npz: {type(exc).__name__}: {exc}") from None
+    elif spec.images is not None:
+        from tinygate.data import image_folder
+
+        data = image_folder(spec.images, spec.prep, where)
     else:
         module, func = spec.source.split(":")
         data = getattr(importlib.import_module(module), func)()
         if not isinstance(data, Dataset):
             raise GateError(spec.source, where, f"must return a tinygate.data.Dataset, got {type(data).__name__}")
-    source = spec.npz or spec.source
+    source = spec.origin
     if len(data) == 0:
         raise GateError(source, where, "the data set is empty")
     for name in ("targets", "labels"):
@@ -71,7 +75,7 @@ _data_memo: dict[tuple[str, str], Dataset] = {}
 
 def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
     """A data set, built once and kept on disk: a source's module file and the tool versions key it."""
-    if spec.npz is not None:
+    if spec.source is None:
         return load_data(spec, where)
     module = importlib.import_module(spec.source.split(":")[0])
     ident = (spec.source, digest_path(Path(module.__file__)))
