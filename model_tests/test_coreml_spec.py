@@ -27,7 +27,7 @@ def test_coreml_loads_as_mlprogram(artifact, variant, gate_spec_check):
 def test_coreml_interface_matches_float(artifact, variant, gate_config, gate_spec_check):
     model = gate_config.models[variant.model]
     desc = _describe(artifact, variant)
-    gate_spec_check("inputs", desc.inputs, {model.input_name: model.input_shape})
+    gate_spec_check("inputs", desc.inputs, dict(model.inputs))
     gate_spec_check("outputs", desc.outputs, pipeline.float_output_shapes(model))
 
 

@@ -13,17 +13,17 @@ pytestmark = pytest.mark.latency
 
 @pytest.fixture
 def timed_runner(artifact, variant, gate_threads, gate_config, gate_cache):
-    """The artifact's runner (session built outside any timed region) and a seeded input of the configured
-    shape, run once untimed so that a model that cannot run fails here with one line."""
+    """The artifact's runner (session built outside any timed region) and seeded inputs of the configured
+    shapes, run once untimed so that a model that cannot run fails here with one line."""
     if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
         pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
                     "speed says nothing about a device")
     model = gate_config.models[variant.model]
-    x = pipeline.Context(model, gate_cache).example_input()
+    xs = pipeline.example_inputs(model)
     try:
         run = runner(artifact, gate_threads)
-        run(x)
-        return run, x
+        run(*xs)
+        return run, xs
     except GateError as exc:
         failure = str(exc)
     except Exception as exc:  # the model itself crashes on a well-formed input
@@ -33,11 +33,11 @@ def timed_runner(artifact, variant, gate_threads, gate_config, gate_cache):
 
 def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, gate_check, gate_recorder,
                  pytestconfig):
-    run, x = timed_runner
+    run, xs = timed_runner
     benchmark.group = variant.model
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
     before = latency.peak_rss_mb()
-    benchmark.pedantic(run, args=(x,), rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup_rounds=5,
+    benchmark.pedantic(run, args=xs, rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup_rounds=5,
                        iterations=1)
     growth = latency.peak_rss_mb() - before
     if benchmark.stats is None:  # --benchmark-disable: nothing was timed
@@ -64,7 +64,7 @@ def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, ga
 @pytest.mark.budget("min_speedup")
 def test_speedup(request, timed_runner, variant, gate_config, gate_threads, gate_check, pytestconfig):
     """Times the reference variant and this one alternately in this process, so both see the same machine."""
-    run, x = timed_runner
+    run, xs = timed_runner
     reference = gate_config.models[variant.model].variants[variant.speedup_reference]
     chain = [pipeline.float_artifact(gate_config.models[variant.model])]
     for step in reference.steps:
@@ -76,7 +76,7 @@ def test_speedup(request, timed_runner, variant, gate_config, gate_threads, gate
         ref_run = None
     if ref_run is None:
         pytest.fail(failure, pytrace=False)
-    ref_times, times = latency.interleaved(lambda: ref_run(x), lambda: run(x),
+    ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs),
                                            rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5)
     speedup = float(np.median(ref_times) / np.median(times))
     gate_check("min_speedup", speedup, note=f"median {1000 * np.median(times):.3g} ms vs {reference.name} "

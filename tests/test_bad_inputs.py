@@ -241,7 +241,7 @@ def case_onnx_external_data_pointing_outside_its_folder(tmp):
 def case_onnx_whose_input_name_differs_from_the_config(tmp):
     path = _onnx_model(tmp / "model.onnx")
     return {"text": lambda t: _as_onnx(path)(t).replace('name = "digit"', 'name = "image"'), "named": path}, \
-        "is not the graph's one input"
+        "are not the graph's inputs in order"
 
 
 def case_prune_step_on_an_onnx_model(tmp):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tinygate import config
@@ -151,3 +152,36 @@ def test_config_mistake_stops_with_one_line_naming_file_key_and_problem(tmp_path
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(GateError, match="gate config file not found"):
         config.load(tmp_path / "absent.toml")
+
+
+TWO_INPUTS = """
+[models.pair]
+factory = "tinygate.zoo.digits:build"
+weights = "{weights}"
+task = "fidelity"
+input = [{{ name = "a", shape = [1, 1, 8, 8] }}, {{ name = "b", shape = [1, 4] }}]
+output = {{ names = ["logits", "features"] }}
+eval = {{ npz = "data.npz" }}
+
+[models.pair.variants.float]
+steps = []
+budgets = {{}}
+"""
+
+
+def test_a_model_with_several_inputs_reads_one_npz_array_per_input(tmp_path):
+    from tinygate import pipeline
+
+    (tmp_path / "gate.toml").write_text(TWO_INPUTS.format(weights=REPO / "weights/digits.safetensors"))
+    np.savez(tmp_path / "data.npz", a=np.zeros((3, 1, 8, 8), np.float32), b=np.ones((3, 4), np.float32))
+    model = config.load(tmp_path / "gate.toml").models["pair"]
+    assert model.inputs == (("a", (1, 1, 8, 8)), ("b", (1, 4))) and model.output_names == ("logits", "features")
+    data = pipeline.load_data(model.eval, "models.pair.eval")
+    assert [x.shape for x in data.sample(2)] == [(1, 1, 8, 8), (1, 4)]
+
+    np.savez(tmp_path / "data.npz", a=np.zeros((3, 1, 8, 8), np.float32))
+    with pytest.raises(GateError, match=r"data.npz: models.pair.eval: the .npz has no 'b' array \(one per model input"):
+        pipeline.load_data(config.load(tmp_path / "gate.toml").models["pair"].eval, "models.pair.eval")
+    np.savez(tmp_path / "data.npz", a=np.zeros((3, 1, 8, 8), np.float32), b=np.ones((2, 4), np.float32))
+    with pytest.raises(GateError, match="2 samples of input 'b' for 3 inputs"):
+        pipeline.load_data(config.load(tmp_path / "gate.toml").models["pair"].eval, "models.pair.eval")

@@ -1,6 +1,6 @@
-"""A model the repository has never seen is gated by config alone: a state dict with two outputs and an ONNX
-file with external data, from architectures defined only here, get their entries from `python -m tinygate init`
-and pass the gate; tightened budgets fail it, naming the variant and the worst output."""
+"""A model the repository has never seen is gated by config alone: a state dict with two inputs and two
+outputs and an ONNX file with external data, from architectures defined only here, get their entries from
+`python -m tinygate init` and pass the gate; tightened budgets fail it, naming the variant and the worst output."""
 
 from __future__ import annotations
 
@@ -22,17 +22,18 @@ ARCHITECTURES = textwrap.dedent('''
 
 
     class TwoHead(nn.Module):
-        """A classifier that also returns its embedding."""
+        """A classifier of an image plus a metadata vector that also returns its embedding."""
 
         def __init__(self):
             super().__init__()
             self.body = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(), nn.Conv2d(12, 24, 3, stride=2),
                                       nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
             self.embed = nn.Linear(24, 16)
+            self.side = nn.Linear(5, 16)
             self.head = nn.Linear(16, 4)
 
-        def forward(self, x):
-            e = self.embed(self.body(x))
+        def forward(self, x, meta):
+            e = self.embed(self.body(x)) + self.side(meta)
             return self.head(torch.relu(e)), e
 
 
@@ -58,10 +59,18 @@ MAKE = textwrap.dedent('''
     torch.save(unseen.two_head().eval().state_dict(), "two_head.pt")
     torch.onnx.export(unseen.Smoother().eval(), (torch.rand(1, 1, 24, 24),), "smoother/smoother.onnx", dynamo=True,
                       input_names=["x"], output_names=["y"], external_data=True)
-    for name, shape in (("two_head", (3, 12, 12)), ("smoother", (1, 24, 24))):
-        np.savez(f"{name}_eval.npz", inputs=rng.random((24, *shape), dtype=np.float32))
-        np.savez(f"{name}_calib.npz", inputs=rng.random((12, *shape), dtype=np.float32))
+    for part, n in (("eval", 24), ("calib", 12)):
+        np.savez(f"two_head_{part}.npz", image=rng.random((n, 3, 12, 12), dtype=np.float32),
+                 meta=rng.random((n, 5), dtype=np.float32))
+        np.savez(f"smoother_{part}.npz", inputs=rng.random((n, 1, 24, 24), dtype=np.float32))
 ''')
+
+
+COREML = """
+[models.two_head.variants.coreml]
+steps = [{ step = "coreml" }]
+budgets = { min_output_sqnr_db = 30, min_output_cosine = 0.999 }
+"""
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +98,15 @@ def _init(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def config(unseen) -> Path:
-    two = _init(unseen, "two_head.pt", "--factory", "unseen:two_head", "--output-names", "logits,embedding",
-                "--data", "two_head_eval.npz", "--calibration", "two_head_calib.npz")
+    two = _init(unseen, "two_head.pt", "--factory", "unseen:two_head", "--input-names", "image,meta",
+                "--output-names", "logits,embedding", "--data", "two_head_eval.npz", "--calibration",
+                "two_head_calib.npz")
     assert two.returncode == 0, two.stdout + two.stderr
     one = _init(unseen, "smoother/smoother.onnx", "--data", "smoother_eval.npz", "--calibration",
                 "smoother_calib.npz")
     assert one.returncode == 0, one.stdout + one.stderr
+    with open(unseen / "gate.toml", "a") as f:  # a variant init does not propose, added by hand
+        f.write(COREML)
     return unseen / "gate.toml"
 
 
@@ -110,11 +122,12 @@ def test_init_writes_an_entry_per_model_with_every_variant_that_builds(config):
     cfg = gate_config.load(config)
     assert set(cfg.models) == {"two_head", "smoother"}
     assert cfg.models["two_head"].output_names == ("logits", "embedding")
+    assert cfg.models["two_head"].inputs == (("image", (1, 3, 12, 12)), ("meta", (1, 5)))
     assert cfg.models["smoother"].source_kind == "onnx"
     assert {v.name for v in cfg.models["smoother"].variants.values()} == {
         "float", "optimized", "fp16", "int8_dynamic", "int8_static"}
     assert {"onnx_int8_static", "torch_int8"} <= set(cfg.models["two_head"].variants)
-    for variant in cfg.variants:
+    for variant in (v for v in cfg.variants if v.name != "coreml"):  # coreml: added by hand
         assert "max_size_kb" in variant.budgets
         if not variant.is_float:
             assert {"min_output_sqnr_db", "min_output_cosine", "max_output_abs_diff"} <= set(variant.budgets)

@@ -19,7 +19,7 @@ import numpy as np
 
 from tinygate.errors import GateError
 
-Runner = Callable[[np.ndarray], np.ndarray]
+Runner = Callable[..., np.ndarray]  # one batched array per model input -> the first output
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,13 @@ def load_torch(art: Artifact):
 
 
 def runner(art: Artifact, threads: int = 1) -> Runner:
-    """A function from one batched input array to the model's first output, for the artifact's backend."""
+    """A function from batched input arrays (one per model input) to the model's first output."""
     run = runner_all(art, threads)
-    return lambda x: run(x)[0]
+    return lambda *xs: run(*xs)[0]
 
 
-def runner_all(art: Artifact, threads: int = 1) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """A function from one batched input array to every output of the model, in the model's order."""
+def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray]]:
+    """A function from batched input arrays (one per model input, in order) to every output, in order."""
     if art.kind in ("torch", "torchscript"):
         import torch
 
@@ -140,9 +140,9 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[[np.ndarray], list[n
                 warnings.simplefilter("ignore", DeprecationWarning)
                 model = torch.jit.load(str(art.path))
 
-        def run(x: np.ndarray) -> list[np.ndarray]:
+        def run(*xs: np.ndarray) -> list[np.ndarray]:
             with torch.inference_mode():
-                out = model(torch.from_numpy(x))
+                out = model(*(torch.from_numpy(x) for x in xs))
             outs = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
             return [t.numpy() for t in outs]
         return run
@@ -156,8 +156,8 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[[np.ndarray], list[n
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         session = ort.InferenceSession(str(art.path), opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})
+        names = [i.name for i in session.get_inputs()]
+        return lambda *xs: session.run(None, dict(zip(names, xs, strict=True)))
     if art.kind == "mlpackage":
         from tinygate.safety import check_mlpackage
 
@@ -167,17 +167,18 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[[np.ndarray], list[n
 
             model = ct.models.MLModel(str(art.path))
             spec = model.get_spec().description
-            in_name, out_names = spec.input[0].name, [o.name for o in spec.output]
-            return lambda x: [np.asarray(v).astype(np.float32) for v in map(model.predict({in_name: x}).get,
-                                                                             out_names)]
+            in_names, out_names = [i.name for i in spec.input], [o.name for o in spec.output]
+            return lambda *xs: [np.asarray(v).astype(np.float32) for v in
+                                map(model.predict(dict(zip(in_names, xs, strict=True))).get, out_names)]
         from tinygate.mil import Interpreter, UnsupportedOps
 
         try:
             interpreter = Interpreter(art.path)
         except UnsupportedOps as exc:
             raise GateError(art.path, None, str(exc).split(": ", 1)[1]) from None
-        in_name = interpreter.input_names[0]
-        return lambda x: [v.astype(np.float32) for v in map(interpreter({in_name: x}).get, interpreter.output_names)]
+        in_names = interpreter.input_names
+        return lambda *xs: [v.astype(np.float32) for v in
+                            map(interpreter(dict(zip(in_names, xs, strict=True))).get, interpreter.output_names)]
     raise ValueError(f"unknown artifact kind {art.kind!r}")
 
 

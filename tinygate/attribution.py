@@ -18,6 +18,7 @@ import numpy as np
 
 from tinygate import quant, quant_artifacts
 from tinygate.artifacts import Artifact, load_torch
+from tinygate.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,11 @@ class LayerLoss:
     what: str  # "output" or "weight"
 
 
-def explain(step: str, params: dict, before: Artifact, after: Artifact, input_name: str, inputs: np.ndarray,
-            calibration: np.ndarray | None, float_weights: dict[str, np.ndarray], top: int = 5) -> list[LayerLoss]:
+def explain(step: str, params: dict, before: Artifact, after: Artifact, input_names: tuple[str, ...], inputs: Dataset,
+            calibration: Dataset | None, float_weights: dict[str, np.ndarray], top: int = 5) -> list[LayerLoss]:
     """The `top` layers with the lowest SQNR for the quantizing `step` that turned `before` into `after`."""
     if step == "ort_int8_static":
-        losses = _onnx_qdq(before.path, after.path, input_name, inputs)
+        losses = _onnx_qdq(before.path, after.path, input_names, inputs)
     elif step == "torch_int8":
         losses = _torch_int8(before, params, calibration, inputs)
     else:
@@ -48,7 +49,7 @@ def describe(losses: list[LayerLoss]) -> str:
     return f"worst {what}: " + ", ".join(f"{loss.layer} {loss.sqnr_db:.1f} dB" for loss in losses)
 
 
-def _onnx_qdq(float_path: Path, qdq_path: Path, input_name: str, inputs: np.ndarray) -> list[LayerLoss]:
+def _onnx_qdq(float_path: Path, qdq_path: Path, input_names: tuple[str, ...], inputs: Dataset) -> list[LayerLoss]:
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
     from tinygate.steps.onnx_steps import calibration_reader as _Reader
@@ -57,14 +58,14 @@ def _onnx_qdq(float_path: Path, qdq_path: Path, input_name: str, inputs: np.ndar
         aug_float, aug_qdq = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         dbg.modify_model_output_intermediate_tensors(float_path, aug_float)
         dbg.modify_model_output_intermediate_tensors(qdq_path, aug_qdq)
-        float_acts = dbg.collect_activations(str(aug_float), _Reader(input_name, inputs))
-        qdq_acts = dbg.collect_activations(str(aug_qdq), _Reader(input_name, inputs))
+        float_acts = dbg.collect_activations(str(aug_float), _Reader(input_names, inputs))
+        qdq_acts = dbg.collect_activations(str(aug_qdq), _Reader(input_names, inputs))
     errors = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
     return [LayerLoss(name, float(err["xmodel_err"]), "output") for name, err in errors.items()
             if "xmodel_err" in err]
 
 
-def _torch_int8(before: Artifact, params: dict, calibration: np.ndarray, inputs: np.ndarray) -> list[LayerLoss]:
+def _torch_int8(before: Artifact, params: dict, calibration: Dataset, inputs: Dataset) -> list[LayerLoss]:
     """Rebuild the int8 model in memory exactly as the torch_int8 step does, then compare each quantized
     module's output with the float module of the same name (ReLU applied where the int8 module fused it)."""
     import torch
@@ -76,10 +77,10 @@ def _torch_int8(before: Artifact, params: dict, calibration: np.ndarray, inputs:
     with warnings.catch_warnings():  # deprecations and observer notes, as in tinygate/steps/torch_int8.py
         warnings.simplefilter("ignore")
         prepared = prepare_fx(load_torch(before), get_default_qconfig_mapping(params["backend"]),
-                              example_inputs=(torch.from_numpy(inputs[:1]),))
+                              example_inputs=tuple(torch.from_numpy(x) for x in inputs.sample(0)))
         with torch.inference_mode():
-            for x in calibration:
-                prepared(torch.from_numpy(x[None]))
+            for i in range(len(calibration)):
+                prepared(*(torch.from_numpy(x) for x in calibration.sample(i)))
         int8 = convert_fx(prepared)
     seen: dict[str, dict[str, list[np.ndarray]]] = {}
 
@@ -94,9 +95,10 @@ def _torch_int8(before: Artifact, params: dict, calibration: np.ndarray, inputs:
     handles = [m.register_forward_hook(hook("int8", n)) for n, m in int8_modules.items()]
     handles += [m.register_forward_hook(hook("float", n)) for n, m in float_model.named_modules() if n in int8_modules]
     with torch.inference_mode():
-        for x in inputs:
-            float_model(torch.from_numpy(x[None]))
-            int8(torch.from_numpy(x[None]))
+        for i in range(len(inputs)):
+            xs = tuple(torch.from_numpy(x) for x in inputs.sample(i))
+            float_model(*xs)
+            int8(*xs)
     for h in handles:
         h.remove()
     losses = []

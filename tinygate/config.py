@@ -40,6 +40,7 @@ class DataSpec:
     npz: Path | None = None
     images: Path | None = None
     prep: ImagePrep | None = None
+    input_names: tuple[str, ...] = ()  # a model with several inputs: the arrays an .npz holds, one per input
 
     @property
     def origin(self) -> str | Path:
@@ -75,8 +76,7 @@ class Model:
     factory: str  # `module:callable` building the torch module; "" for a model given as an ONNX file
     weights: Path  # .safetensors / .pt / .pth state dict, or the .onnx file itself
     task: str
-    input_name: str
-    input_shape: tuple[int, ...]
+    inputs: tuple[tuple[str, tuple[int, ...]], ...]  # (name, shape with batch) per input, in the model's order
     output_names: tuple[str, ...]  # in the model's output order; the first is the one task metrics score
     eval: DataSpec
     calibration: DataSpec | None
@@ -90,6 +90,18 @@ class Model:
     @property
     def output_name(self) -> str:
         return self.output_names[0]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.inputs)
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0][0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.inputs[0][1]
 
 
 @dataclass(frozen=True)
@@ -224,10 +236,8 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
     task = r.typed(body["task"], f"{key}.task", str)
     if task not in TASKS:
         raise r.fail(f"{key}.task", f"must be one of {', '.join(TASKS)}; got {task!r}")
-    inp = r.table(body["input"], f"{key}.input", {"name", "shape"}, set())
-    shape = r.typed(inp["shape"], f"{key}.input.shape", list)
-    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise r.fail(f"{key}.input.shape", f"must be a list of positive integers, got {shape!r}")
+    inputs = _inputs(r, f"{key}.input", body["input"])
+    shape = list(inputs[0][1])
     out = r.table(body["output"], f"{key}.output", set(), {"name", "names"})
     if len(out) != 1:
         raise r.fail(f"{key}.output", "give exactly one of 'name' (one output) or 'names' (several, in order)")
@@ -238,12 +248,13 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
         if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise r.fail(f"{key}.output.names", f"must be a list of distinct non-empty strings, got {names!r}")
         output_names = tuple(names)
-    input_name = r.typed(inp["name"], f"{key}.input.name", str)
     if "onnx" in body:
-        _check_onnx_interface(r, key, weights, input_name, output_names)
+        _check_onnx_interface(r, key, weights, tuple(n for n, _ in inputs), output_names)
     source_kind = "onnx" if "onnx" in body else "torch"
-    eval_spec = _data(r, f"{key}.eval", body["eval"], shape)
-    calibration = _data(r, f"{key}.calibration", body["calibration"], shape) if "calibration" in body else None
+    input_names = tuple(n for n, _ in inputs) if len(inputs) > 1 else ()
+    eval_spec = _data(r, f"{key}.eval", body["eval"], shape, input_names)
+    calibration = (_data(r, f"{key}.calibration", body["calibration"], shape, input_names)
+                   if "calibration" in body else None)
     variants_raw = r.named(body["variants"], f"{key}.variants")
     variants = {v: _variant(r, name, v, task, b, calibration is not None, source_kind)
                 for v, b in variants_raw.items()}
@@ -258,12 +269,31 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
             raise r.fail(f"{key}.variants.{v.name}.budgets.min_speedup",
                          "a variant cannot be its own speedup reference")
         variants[v.name] = replace(v, speedup_reference=reference)
-    return Model(name=name, factory=factory, weights=weights, task=task, input_name=input_name,
-                 input_shape=tuple(shape), output_names=output_names, eval=eval_spec, calibration=calibration,
-                 variants=variants)
+    return Model(name=name, factory=factory, weights=weights, task=task, inputs=inputs, output_names=output_names,
+                 eval=eval_spec, calibration=calibration, variants=variants)
 
 
-def _check_onnx_interface(r: _Reader, key: str, path: Path, input_name: str, output_names: tuple[str, ...]) -> None:
+def _inputs(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`input = { name, shape }`, or a list of such tables for a model with several inputs."""
+    tables = raw if isinstance(raw, list) else [raw]
+    if not tables:
+        raise r.fail(key, "give at least one input")
+    out = []
+    for i, table in enumerate(tables):
+        where = f"{key}[{i}]" if isinstance(raw, list) else key
+        table = r.table(table, where, {"name", "shape"}, set())
+        name = r.typed(table["name"], f"{where}.name", str)
+        shape = r.typed(table["shape"], f"{where}.shape", list)
+        if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise r.fail(f"{where}.shape", f"must be a list of positive integers, got {shape!r}")
+        out.append((name, tuple(shape)))
+    if len({n for n, _ in out}) != len(out):
+        raise r.fail(key, "input names must be distinct")
+    return tuple(out)
+
+
+def _check_onnx_interface(r: _Reader, key: str, path: Path, input_names: tuple[str, ...],
+                          output_names: tuple[str, ...]) -> None:
     """An ONNX model's file is checked as untrusted (tinygate.safety), then its graph's input and outputs must
     be the configured ones: the outputs all of them, in order, as ONNX Runtime returns them."""
     import onnx
@@ -275,8 +305,8 @@ def _check_onnx_interface(r: _Reader, key: str, path: Path, input_name: str, out
     initializers = {i.name for i in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in initializers]
     outputs = tuple(o.name for o in graph.output)
-    if inputs != [input_name]:
-        raise r.fail(f"{key}.input.name", f"{input_name!r} is not the graph's one input; {path} has {inputs}")
+    if tuple(inputs) != input_names:
+        raise r.fail(f"{key}.input", f"{list(input_names)} are not the graph's inputs in order; {path} has {inputs}")
     if outputs != output_names:
         raise r.fail(f"{key}.output", f"{list(output_names)} are not the graph's outputs in order; "
                                       f"{path} has {list(outputs)}")
@@ -285,7 +315,7 @@ def _check_onnx_interface(r: _Reader, key: str, path: Path, input_name: str, out
 IMAGE_PREP = {"layout", "scale", "mean", "std"}
 
 
-def _data(r: _Reader, key: str, body: Any, input_shape: list[int]) -> DataSpec:
+def _data(r: _Reader, key: str, body: Any, input_shape: list[int], input_names: tuple[str, ...]) -> DataSpec:
     body = r.table(body, key, set(), {"source", "npz", "images"} | IMAGE_PREP)
     sources = [k for k in ("source", "npz", "images") if k in body]
     if len(sources) != 1:
@@ -293,9 +323,12 @@ def _data(r: _Reader, key: str, body: Any, input_shape: list[int]) -> DataSpec:
     if "images" not in body and IMAGE_PREP & set(body):
         raise r.fail(f"{key}.{sorted(IMAGE_PREP & set(body))[0]}", "preprocessing applies to an 'images' folder only")
     if "source" in body:
-        return DataSpec(source=r.callable_ref(body["source"], f"{key}.source"))
+        return DataSpec(source=r.callable_ref(body["source"], f"{key}.source"), input_names=input_names)
     if "npz" in body:
-        return DataSpec(npz=r.file(body["npz"], f"{key}.npz"))
+        return DataSpec(npz=r.file(body["npz"], f"{key}.npz"), input_names=input_names)
+    if input_names:
+        raise r.fail(f"{key}.images", "an image folder feeds a model with one input; this model has "
+                                      f"{len(input_names)} (give an .npz with one array per input)")
     folder = (r.path.parent / r.typed(body["images"], f"{key}.images", str)).resolve()
     if not folder.is_dir():
         raise r.fail(f"{key}.images", f"folder not found: {folder}")

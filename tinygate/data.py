@@ -16,15 +16,31 @@ class Dataset:
     inputs: np.ndarray
     targets: np.ndarray | None = None
     labels: np.ndarray | None = None
+    more_inputs: tuple[np.ndarray, ...] = ()  # a model with several inputs: the second, third, ... in order
 
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """Every input array, in the model's input order."""
+        return (self.inputs, *self.more_inputs)
+
+    def sample(self, i: int) -> tuple[np.ndarray, ...]:
+        """Sample i of every input, each with a batch dimension of 1: what a runner takes."""
+        return tuple(np.ascontiguousarray(a[i:i + 1]) for a in self.arrays())
+
+    def head(self, n: int) -> Dataset:
+        """The first n samples."""
+        targets, labels = (None if a is None else a[:n] for a in (self.targets, self.labels))
+        return Dataset(self.inputs[:n], targets, labels, tuple(a[:n] for a in self.more_inputs))
+
     def digest(self) -> str:
         """A content hash: a baseline or cached evaluation is only valid for identical data."""
         h = hashlib.sha256()
-        for name in ("inputs", "targets", "labels"):
-            arr = getattr(self, name)
+        named = [("inputs", self.inputs), ("targets", self.targets), ("labels", self.labels)]
+        for i, arr in enumerate(self.more_inputs, start=1):
+            named.append((f"input{i}", arr))
+        for name, arr in named:
             if arr is not None:
                 arr = np.ascontiguousarray(arr)
                 h.update(f"{name}:{arr.dtype}:{arr.shape}".encode())

@@ -33,15 +33,17 @@ class Scores:
 
 def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
     run = runner(art, threads)
-    return np.concatenate([run(np.ascontiguousarray(x[None])) for x in data.inputs])
+    return np.concatenate([run(*data.sample(i)) for i in range(len(data))])
 
 
 def check_inputs(model: Model, data: Dataset) -> None:
     """The evaluation inputs must have the configured per-sample shape."""
-    if tuple(data.inputs.shape[1:]) != tuple(model.input_shape[1:]):
-        raise GateError(model.eval.origin, f"models.{model.name}.eval",
-                        f"inputs have shape {tuple(data.inputs.shape[1:])} per sample, but "
-                        f"models.{model.name}.input.shape is {list(model.input_shape)}")
+    for (name, shape), arr in zip(model.inputs, data.arrays(), strict=True):
+        if tuple(arr.shape[1:]) != tuple(shape[1:]):
+            raise GateError(model.eval.origin, f"models.{model.name}.eval",
+                            f"inputs have shape {tuple(arr.shape[1:])} per sample, but "
+                            f"models.{model.name}.input.shape is {list(shape)}"
+                            + (f" (input {name!r})" if len(model.inputs) > 1 else ""))
 
 
 def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1) -> Scores:
@@ -89,9 +91,9 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     def build(out: Path) -> None:
         run, run_ref = runner_all(art, threads), runner_all(reference, threads)
         acc = [fidelity_.Accumulator(name) for name in model.output_names]
-        for x in data.inputs:
-            x = np.ascontiguousarray(x[None])
-            mine, ref = run(x), run_ref(x)
+        for i in range(len(data)):
+            xs = data.sample(i)
+            mine, ref = run(*xs), run_ref(*xs)
             if len(mine) != len(acc) or len(ref) != len(acc):
                 raise GateError(art.path, None, f"returns {len(mine)} outputs and the float model {len(ref)}, but "
                                                 f"models.{model.name}.output names {len(acc)}")

@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the model's name in the config (default: from the file name)")
     p.add_argument("--task", choices=config.TASKS, help="default: classifier with labels, image with targets, "
                                                         "else fidelity")
-    p.add_argument("--input-name", default="input", help="a PyTorch model's input name (ONNX: read from the graph)")
+    p.add_argument("--input-names", default="input", help="comma-separated input names of a PyTorch model, in "
+                   "order (ONNX: read from the graph); with several, --data holds one array per input name")
     p.add_argument("--output-names", help="comma-separated output names of a PyTorch model (default: output, or "
                                           "output_0, output_1, ...)")
     p.add_argument("--config", type=Path, default=Path("gate.toml"), help="the config to add to (created if absent)")
@@ -99,10 +100,14 @@ def init(args: argparse.Namespace) -> str:
     except tomllib.TOMLDecodeError as exc:
         raise GateError(cfg_path, None, f"not valid TOML: {exc}") from None
 
-    data = pipeline.load_data(config.DataSpec(npz=args.data.resolve()), "--data")
+    if args.model.suffix != ".onnx" and not args.factory:
+        raise GateError(args.model, None, "a state dict needs --factory module:callable to build its module")
+    input_names = _input_names(args)
+    spec = config.DataSpec(npz=args.data.resolve(), input_names=input_names if len(input_names) > 1 else ())
+    data = pipeline.load_data(spec, "--data")
     task = args.task or ("classifier" if data.labels is not None else "image" if data.targets is not None
                          else "fidelity")
-    header = _header(args, name, task, data, cfg_path)
+    header = _header(args, name, task, input_names, data, cfg_path)
     measured = _measure(header, args, name, task, cfg_path)
     entry = header + "".join(_variant_text(name, m) for m in measured)
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,28 +125,35 @@ def _rel(path: Path, cfg_path: Path) -> str:
     return Path(os.path.relpath(path.resolve(), cfg_path.parent)).as_posix()
 
 
-def _header(args, name: str, task: str, data, cfg_path: Path) -> str:
+def _input_names(args) -> tuple[str, ...]:
+    """An ONNX graph's inputs (initializers aside), or --input-names for a PyTorch model."""
+    if args.model.suffix != ".onnx":
+        return tuple(args.input_names.split(","))
+    import onnx
+
+    from tinygate.safety import check_onnx
+
+    check_onnx(args.model)
+    graph = onnx.load(str(args.model), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    return tuple(i.name for i in graph.input if i.name not in inits)
+
+
+def _header(args, name: str, task: str, input_names: tuple[str, ...], data, cfg_path: Path) -> str:
     """The model's own table: source, task, interface, data."""
-    shape = [1, *data.inputs.shape[1:]]
+    shapes = [[1, *a.shape[1:]] for a in data.arrays()]
     if args.model.suffix == ".onnx":
         import onnx
 
-        from tinygate.safety import check_onnx
-
-        check_onnx(args.model)
-        graph = onnx.load(str(args.model), load_external_data=False).graph
-        inits = {i.name for i in graph.initializer}
-        input_name = next(i.name for i in graph.input if i.name not in inits)
-        outputs = [o.name for o in graph.output]
+        outputs = [o.name for o in onnx.load(str(args.model), load_external_data=False).graph.output]
         source = f'onnx = "{_rel(args.model, cfg_path)}"\n'
     else:
-        if not args.factory:
-            raise GateError(args.model, None, "a state dict needs --factory module:callable to build its module")
-        input_name, source = args.input_name, (f'factory = "{args.factory}"\n'
-                                               f'weights = "{_rel(args.model, cfg_path)}"\n')
-        outputs = args.output_names.split(",") if args.output_names else _torch_output_names(args, shape)
+        source = f'factory = "{args.factory}"\nweights = "{_rel(args.model, cfg_path)}"\n'
+        outputs = args.output_names.split(",") if args.output_names else _torch_output_names(args, shapes)
+    tables = [f'{{ name = "{n}", shape = {s} }}' for n, s in zip(input_names, shapes, strict=True)]
+    inputs = f"input = {tables[0]}" if len(tables) == 1 else f"input = [{', '.join(tables)}]"
     lines = [f"[models.{name}]", source.rstrip("\n"), f'task = "{task}"',
-             f'input = {{ name = "{input_name}", shape = {shape} }}',
+             inputs,
              f'output = {{ name = "{outputs[0]}" }}' if len(outputs) == 1 else f"output = {{ names = {outputs} }}",
              f'eval = {{ npz = "{_rel(args.data, cfg_path)}" }}']
     if args.calibration:
@@ -151,7 +163,7 @@ def _header(args, name: str, task: str, data, cfg_path: Path) -> str:
             + "\n".join(lines).replace("'", '"') + "\n")
 
 
-def _torch_output_names(args, shape: list[int]) -> list[str]:
+def _torch_output_names(args, shapes: list[list[int]]) -> list[str]:
     from tinygate.artifacts import Artifact, runner_all
 
     try:
@@ -159,7 +171,7 @@ def _torch_output_names(args, shape: list[int]) -> list[str]:
     except GateError as exc:
         raise GateError("--factory", None, exc.problem) from None
     art = Artifact("torch", args.model.resolve(), "", args.factory)
-    count = len(runner_all(art)(np.zeros(shape, np.float32)))
+    count = len(runner_all(art)(*(np.zeros(shape, np.float32) for shape in shapes)))
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
@@ -208,6 +220,7 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             out.append(Measured(vname, candidates[vname], _budgets(figures, float_quality), figures, warning=warning))
         except Exception as exc:  # the step does not suit this model: leave the variant out, saying why
             first = (str(exc).strip().splitlines() or [""])[0]
+            first = re.sub(r"[^\x20-\x7e]", "", re.sub(r"\x1b\[[0-9;]*m", "", first))  # a TOML comment line
             out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}"))
     return out
 

@@ -22,11 +22,15 @@ from tinygate.steps import STEPS
 def load_data(spec: DataSpec, where: str) -> Dataset:
     """Call a data source, read an .npz with `inputs` (and optional `targets` / `labels`), or an image folder."""
     if spec.npz is not None:
+        names = spec.input_names or ("inputs",)  # several inputs: one array per input, named as the input
         try:
             with np.load(spec.npz, allow_pickle=False) as npz:
-                if "inputs" not in npz:
-                    raise GateError(spec.npz, where, "the .npz has no 'inputs' array")
-                data = Dataset(**{k: npz[k] for k in ("inputs", "targets", "labels") if k in npz})
+                missing = [n for n in names if n not in npz]
+                if missing:
+                    need = f"one per model input: {', '.join(names)}" if spec.input_names else "the model's input"
+                    raise GateError(spec.npz, where, f"the .npz has no {missing[0]!r} array ({need})")
+                data = Dataset(npz[names[0]], *(npz[k] if k in npz else None for k in ("targets", "labels")),
+                               more_inputs=tuple(npz[n] for n in names[1:]))
         except GateError:
             raise
         except Exception as exc:  # a truncated or non-zip file, an object array (pickle is refused)
@@ -43,12 +47,16 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
     source = spec.origin
     if len(data) == 0:
         raise GateError(source, where, "the data set is empty")
-    for name in ("targets", "labels"):
-        extra = getattr(data, name)
+    if len(data.more_inputs) != max(len(spec.input_names) - 1, 0):
+        raise GateError(source, where, f"has {len(data.arrays())} input arrays; the model has "
+                                       f"{max(len(spec.input_names), 1)} inputs")
+    for name, extra in [("targets", data.targets), ("labels", data.labels)] + [
+            (f"samples of input {n!r}", a) for n, a in zip(spec.input_names[1:], data.more_inputs, strict=True)]:
         if extra is not None and len(extra) != len(data):
             raise GateError(source, where, f"{len(extra)} {name} for {len(data)} inputs")
-    if data.inputs.dtype.kind != "f" or not np.all(np.isfinite(data.inputs)):
-        raise GateError(source, where, "inputs must be finite floating-point values")
+    for arr in data.arrays():
+        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
+            raise GateError(source, where, "inputs must be finite floating-point values")
     return data
 
 
@@ -59,9 +67,9 @@ class Context:
     model: Model
     cache: Cache
 
-    def example_input(self) -> np.ndarray:
-        """A fixed, seeded input of the configured shape, for tracing and export."""
-        return np.random.default_rng(0).random(self.model.input_shape, dtype=np.float32)
+    def example_inputs(self) -> tuple[np.ndarray, ...]:
+        """Fixed, seeded inputs of the configured shapes, one per model input, for tracing, export and timing."""
+        return example_inputs(self.model)
 
     def calibration(self) -> Dataset:
         return cached_data(self.cache, self.model.calibration, f"models.{self.model.name}.calibration")
@@ -84,10 +92,12 @@ def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
 
         def build(out: Path) -> None:
             data = load_data(spec, where)
-            np.savez(out / "data.npz", **{k: v for k, v in vars(data).items() if v is not None})
+            names = spec.input_names or ("inputs",)
+            arrays = {**dict(zip(names, data.arrays(), strict=True)), "targets": data.targets, "labels": data.labels}
+            np.savez(out / "data.npz", **{k: v for k, v in arrays.items() if v is not None})
 
         entry = store.get_or_build(key, build)
-        _data_memo[ident] = load_data(DataSpec(npz=entry / "data.npz"), where)
+        _data_memo[ident] = load_data(DataSpec(npz=entry / "data.npz", input_names=spec.input_names), where)
     return _data_memo[ident]
 
 
@@ -109,17 +119,25 @@ def _digest(stamps: tuple[tuple[Path, int, int], ...]) -> str:
     return key_of(files=[digest_path(f) for f, _, _ in stamps])
 
 
+def example_inputs(model: Model) -> tuple[np.ndarray, ...]:
+    return _examples(model.inputs)
+
+
+def _examples(inputs: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    return tuple(rng.random(shape, dtype=np.float32) for _, shape in inputs)
+
+
 def float_output_shapes(model: Model) -> dict[str, tuple[int, ...]]:
-    """Each output's shape, by name, of the float model on an input of the configured shape."""
-    return dict(zip(model.output_names, _output_shapes(float_artifact(model), model.input_shape), strict=False))
+    """Each output's shape, by name, of the float model on inputs of the configured shapes."""
+    return dict(zip(model.output_names, _output_shapes(float_artifact(model), model.inputs), strict=False))
 
 
 @cache
-def _output_shapes(art: Artifact, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+def _output_shapes(art: Artifact, inputs: tuple) -> tuple[tuple[int, ...], ...]:
     from tinygate.artifacts import runner_all
 
-    outputs = runner_all(art)(np.random.default_rng(0).random(input_shape, dtype=np.float32))
-    return tuple(tuple(o.shape) for o in outputs)
+    return tuple(tuple(o.shape) for o in runner_all(art)(*_examples(inputs)))
 
 
 def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
@@ -128,7 +146,7 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     parts = dict(input=src.digest, step=step.name, params=step.params, tools=tool_versions())
     if spec.consumes == ("torch",):
         parts.update(factory=src.factory, input_shape=ctx.model.input_shape,
-                     io=(ctx.model.input_name, *ctx.model.output_names))
+                     io=(ctx.model.inputs, ctx.model.output_names))
     if spec.uses_calibration:
         parts["calibration"] = ctx.calibration().digest()
 

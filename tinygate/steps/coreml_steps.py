@@ -13,12 +13,12 @@ def convert(src: Artifact, params: dict, ctx, out: Path) -> Path:
     import torch
 
     model = load_torch(src)
-    example = torch.from_numpy(ctx.example_input())
+    example = tuple(torch.from_numpy(x) for x in ctx.example_inputs())
     with torch.inference_mode():
         traced = torch.jit.trace(model, example)
     precision = ct.precision.FLOAT16 if params["precision"] == "fp16" else ct.precision.FLOAT32
     mlmodel = ct.convert(traced, convert_to="mlprogram", compute_precision=precision,
-                         inputs=[ct.TensorType(name=ctx.model.input_name, shape=example.shape)],
+                         inputs=[ct.TensorType(name=n, shape=s) for n, s in ctx.model.inputs],
                          outputs=[ct.TensorType(name=n) for n in ctx.model.output_names],
                          minimum_deployment_target=getattr(ct.target, params["target"]))
     path = out / "model.mlpackage"

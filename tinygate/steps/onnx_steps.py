@@ -6,8 +6,6 @@ import contextlib
 import io
 from pathlib import Path
 
-import numpy as np
-
 from tinygate.artifacts import Artifact, load_torch
 
 
@@ -23,8 +21,8 @@ def export(src: Artifact, params: dict, ctx, out: Path) -> Path:
 
     model = load_torch(src)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        program = torch.onnx.export(model, (torch.from_numpy(ctx.example_input()),), dynamo=True,
-                                    input_names=[ctx.model.input_name], output_names=list(ctx.model.output_names),
+        program = torch.onnx.export(model, tuple(torch.from_numpy(x) for x in ctx.example_inputs()), dynamo=True,
+                                    input_names=list(ctx.model.input_names), output_names=list(ctx.model.output_names),
                                     opset_version=params["opset"], verbose=False)
     proto = program.model_proto
     for node in proto.graph.node:
@@ -95,13 +93,13 @@ def int8_dynamic(src: Artifact, params: dict, ctx, out: Path) -> Path:
     return path
 
 
-def calibration_reader(name: str, inputs: np.ndarray):
-    """An onnxruntime.quantization CalibrationDataReader feeding `inputs` one at a time as input `name`."""
+def calibration_reader(names: tuple[str, ...], data):
+    """An onnxruntime.quantization CalibrationDataReader feeding a Dataset one sample at a time, by input name."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._items = iter([{name: x[None]} for x in inputs])
+            self._items = iter([dict(zip(names, data.sample(i), strict=True)) for i in range(len(data))])
 
         def get_next(self):
             return next(self._items, None)
@@ -119,7 +117,7 @@ def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
     prepared = out / "prepared.onnx"
     quant_pre_process(str(src.path), str(prepared))
     path = out / "model.onnx"
-    quantize_static(prepared, path, calibration_reader(ctx.model.input_name, ctx.calibration().inputs),
+    quantize_static(prepared, path, calibration_reader(ctx.model.input_names, ctx.calibration()),
                     quant_format=QuantFormat.QDQ, per_channel=params["per_channel"],
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=methods[params["calibration"]])

@@ -27,13 +27,14 @@ def quantize(src: Artifact, params: dict, ctx, out: Path) -> Path:
     engine = params["backend"]
     torch.backends.quantized.engine = engine
     model = load_torch(src)
-    example = torch.from_numpy(ctx.example_input())
+    example = tuple(torch.from_numpy(x) for x in ctx.example_inputs())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the deprecation the module docstring explains
-        prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=(example,))
+        prepared = prepare_fx(model, get_default_qconfig_mapping(engine), example_inputs=example)
         with torch.inference_mode():
-            for x in ctx.calibration().inputs:
-                prepared(torch.from_numpy(x[None]))
+            calibration = ctx.calibration()
+            for i in range(len(calibration)):
+                prepared(*(torch.from_numpy(x) for x in calibration.sample(i)))
         quantized = convert_fx(prepared)
     with torch.inference_mode():
         scripted = torch.jit.trace(quantized, example)
