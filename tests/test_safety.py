@@ -112,3 +112,33 @@ def test_a_corrupted_cache_entry_is_detected_by_its_hash_and_rebuilt(tmp_path):
     again = pipeline.apply_step(pipeline.float_artifact(model), step, ctx)
     assert again.path == first.path and again.digest == first.digest
     assert len(ctx.cache.built) == 2  # built, then rebuilt once it no longer matched its hash
+
+
+BUILD_ONCE = """
+import sys, time
+from pathlib import Path
+from tinygate.cache import Cache
+
+def build(out):
+    with open(sys.argv[2], "a") as log:
+        log.write("built\\n")
+    time.sleep(1.0)  # long enough that the other worker arrives while this one builds
+    (out / "artifact.bin").write_bytes(b"x" * 1000)
+
+print(Cache(Path(sys.argv[1])).get_or_build("same-key", build))
+"""
+
+
+def test_concurrent_workers_build_an_entry_once(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(BUILD_ONCE)
+    log = tmp_path / "builds.log"
+    workers = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(log)],
+                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    entries = {w.communicate(timeout=120)[0].strip() for w in workers}
+    assert all(w.returncode == 0 for w in workers)
+    assert log.read_text().count("built") == 1
+    assert len(entries) == 1 and (Path(entries.pop()) / "artifact.bin").stat().st_size == 1000
