@@ -62,8 +62,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tinygate import reports
 
     rec = session.config.stash.get(RECORDER, None)
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: its controller writes the reports
+        if rec is not None:
+            session.config.workeroutput["tinygate"] = rec.dump()
+        return
     if rec is not None and (rec.checks or rec.figures):
         reports.write(rec, _reports_dir(session.config), int(exitstatus))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist: gather each worker's checks and figures into the controller's recorder."""
+    rec = node.config.stash.get(RECORDER, None)
+    if rec is not None and "tinygate" in getattr(node, "workeroutput", {}):
+        rec.merge(node.workeroutput["tinygate"])
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

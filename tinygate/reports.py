@@ -42,6 +42,18 @@ class Recorder:
     def figure(self, variant_id: str, **values: object) -> None:
         self.figures.setdefault(variant_id, {}).update(values)
 
+    def dump(self) -> str:
+        """Everything recorded, as JSON: what a pytest-xdist worker sends its controller."""
+        return json.dumps({"checks": [asdict(c) for c in self.checks], "figures": self.figures, "hashes": self.hashes})
+
+    def merge(self, dumped: str) -> None:
+        """Add a worker's records (Recorder.dump) to this one."""
+        doc = json.loads(dumped)
+        self.checks += [Check(**c) for c in doc["checks"]]
+        for variant_id, values in doc["figures"].items():
+            self.figure(variant_id, **values)
+        self.hashes.update(doc["hashes"])
+
     def check(self, model: str, variant: str, key: str, value: float, budget: float, backend: str,
               note: str = "") -> Check:
         spec = BUDGETS[key]
