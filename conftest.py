@@ -21,7 +21,7 @@ pytest_plugins = [
     "fixtures.coreml_palettize",
 ]
 
-from fixtures.keys import CONFIG, RECORDER  # noqa: E402
+from fixtures.keys import ACCEPTED, CONFIG, RECORDER, baseline_dir, reports_dir, reports_root  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,6 +33,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-latency-rounds", type=int, default=30, help="timed calls per latency measurement")
     group.addoption("--gate-max-file-mb", type=float, default=1024.0,
                     help="refuse any model, weights or data file larger than this, before reading it")
+    group.addoption("--gate-baseline-dir", default=None,
+                    help="the baseline to compare with (default: REPORTS/baseline); CI passes the target branch's")
+    group.addoption("--gate-accept-baseline", action="store_true",
+                    help="make this run the baseline, if it passes every check (needs --gate-reason)")
+    group.addoption("--gate-reason", "--reason", dest="gate_reason", default="",
+                    help="why this run becomes the baseline (recorded in the history)")
+    group.addoption("--gate-new-release-line", action="store_true",
+                    help="with --gate-accept-baseline: also restart the drift guard from this baseline")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,12 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[CONFIG] = gate_config.load(path)
     except GateError as exc:
         raise pytest.UsageError(f"gate stopped: {exc}") from None
+    if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
+        raise pytest.UsageError('gate stopped: --gate-accept-baseline needs --reason "why this is the new baseline"')
     config.stash[RECORDER] = Recorder()
-
-
-def _reports_dir(config: pytest.Config) -> Path:
-    path = Path(config.getoption("--gate-reports-dir"))
-    return (path if path.is_absolute() else config.rootpath / path) / "latest"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -66,8 +71,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if rec is not None:
             session.config.workeroutput["tinygate"] = rec.dump()
         return
-    if rec is not None and (rec.checks or rec.figures):
-        reports.write(rec, _reports_dir(session.config), int(exitstatus))
+    if rec is None or not (rec.checks or rec.figures):
+        return
+    reports.write(rec, reports_dir(session.config), int(exitstatus))
+    _history_and_baseline(session, rec, int(exitstatus))
+
+
+def _history_and_baseline(session: pytest.Session, rec, exitstatus: int) -> None:
+    """Append this run to reports/history.jsonl, accept it as the baseline if asked (and allowed), redraw
+    the trend plot."""
+    from tinygate import baseline, history
+
+    config = session.config
+    root, cfg = reports_root(config), config.stash[CONFIG]
+    run = history.entry(rec, exitstatus, config.rootpath)
+    if config.getoption("--gate-accept-baseline"):
+        needs_samples = {v.id for v in cfg.variants if cfg.models[v.model].task != "fidelity"}
+        why_not = baseline.refusal(rec, exitstatus, [v.id for v in cfg.variants], needs_samples)
+        if why_not is None:
+            reason = config.getoption("gate_reason").strip()
+            target = baseline.accept(baseline_dir(config), rec, {**run, "reason": reason},
+                                     config.getoption("--gate-new-release-line"))
+            run.update(baseline=True, reason=reason)
+            config.stash[ACCEPTED] = f"baseline accepted: {target} ({reason})"
+        else:
+            config.stash[ACCEPTED] = f"baseline NOT accepted: {why_not}"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    history.append(root / "history.jsonl", run)
+    history.trend(history.read(root / "history.jsonl"), reports_dir(config) / "trend.png")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -87,4 +118,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("tinygate budgets")
     for line in reports.terminal_table(rec):
         terminalreporter.write_line(line)
-    terminalreporter.write_line(f"reports: {_reports_dir(config)}")
+    terminalreporter.write_line(f"reports: {reports_dir(config)}")
+    if ACCEPTED in config.stash:
+        terminalreporter.write_line(config.stash[ACCEPTED], bold=True)

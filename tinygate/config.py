@@ -105,10 +105,28 @@ class Model:
 
 
 @dataclass(frozen=True)
+class RegressionSettings:
+    """How far a candidate may move from the baseline (`[regression]` in gate.toml) before it regressed."""
+
+    size_growth_pct: float = 1.0  # size may grow by this percentage...
+    size_growth_floor_kb: float = 1.0  # ...or by this many KB, whichever is larger
+    psnr_drop_db: float = 0.1  # mean paired PSNR drop, when significant
+    accuracy_drop_pct: float = 0.5  # paired accuracy drop in points, when McNemar's test is significant
+    drift_psnr_db: float = 0.3  # the same against the first baseline of the release line
+    drift_accuracy_pct: float = 1.0
+    confidence: float = 0.95  # of the bootstrap interval; McNemar's alpha is 1 - confidence
+    slowdown_pct: float = 10.0  # median per-round time ratio over the baseline
+    latency_p_value: float = 0.001  # one-sided Wilcoxon test on the per-round log ratios
+    latency_rounds: int = 20  # interleaved rounds per step of the sequential rule
+    latency_max_rounds: int = 120  # then the rule decides on the median alone
+
+
+@dataclass(frozen=True)
 class GateConfig:
     path: Path
     models: dict[str, Model]
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    regression: RegressionSettings = field(default_factory=RegressionSettings)
 
     @property
     def variants(self) -> list[Variant]:
@@ -191,11 +209,12 @@ def load(path: str | Path) -> GateConfig:
     if str(path.parent) not in sys.path:  # a factory or data module kept beside the config imports as-is
         sys.path.append(str(path.parent))
     r = _Reader(path)
-    r.table(raw, "", {"models"}, {"machines"})
+    r.table(raw, "", {"models"}, {"machines", "regression"})
     machines = {name: _machine(r, name, body) for name, body in
                 (r.named(raw["machines"], "machines") if "machines" in raw else {}).items()}
     models = r.named(raw["models"], "models")
-    cfg = GateConfig(path, {name: _model(r, name, body) for name, body in models.items()}, machines)
+    cfg = GateConfig(path, {name: _model(r, name, body) for name, body in models.items()}, machines,
+                     _regression(r, raw.get("regression", {})))
     for variant in cfg.variants:
         key = f"models.{variant.model}.variants.{variant.name}"
         if variant.machine is not None and variant.machine not in machines:
@@ -204,6 +223,25 @@ def load(path: str | Path) -> GateConfig:
             raise r.fail(f"{key}.machine", "absolute latency limits (max_p50_ms, max_p95_ms) need the machine "
                                            "profile they were measured on")
     return cfg
+
+
+def _regression(r: _Reader, body: Any) -> RegressionSettings:
+    defaults = RegressionSettings()
+    fields = vars(defaults)
+    body = r.table(body, "regression", set(), set(fields))
+    values = {}
+    for key, value in body.items():
+        kind = int if isinstance(fields[key], int) else float
+        value = r.typed(value, f"regression.{key}", kind)
+        high = 1.0 if key in ("confidence", "latency_p_value") else 1e6
+        if not 0 < value <= high or (key == "confidence" and value == 1.0):
+            raise r.fail(f"regression.{key}", f"must be in (0, {high:g}{')' if key == 'confidence' else ']'}, "
+                                              f"got {value}")
+        values[key] = value
+    settings = replace(defaults, **values)
+    if settings.latency_max_rounds < settings.latency_rounds:
+        raise r.fail("regression.latency_max_rounds", "must be at least latency_rounds")
+    return settings
 
 
 def _machine(r: _Reader, name: str, body: Any) -> dict[str, Any]:

@@ -38,13 +38,17 @@ class Recorder:
     checks: list[Check] = field(default_factory=list)
     figures: dict[str, dict[str, object]] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
+    data: dict[str, str] = field(default_factory=dict)  # model -> hash of its evaluation data
+    artifacts: dict[str, dict] = field(default_factory=dict)  # variant -> kind, path, digest, factory, meta
+    samples: dict[str, dict[str, list]] = field(default_factory=dict)  # variant -> per-sample scores
 
     def figure(self, variant_id: str, **values: object) -> None:
         self.figures.setdefault(variant_id, {}).update(values)
 
     def dump(self) -> str:
         """Everything recorded, as JSON: what a pytest-xdist worker sends its controller."""
-        return json.dumps({"checks": [asdict(c) for c in self.checks], "figures": self.figures, "hashes": self.hashes})
+        return json.dumps({"checks": [asdict(c) for c in self.checks], "figures": self.figures, "hashes": self.hashes,
+                           "data": self.data, "artifacts": self.artifacts, "samples": self.samples})
 
     def merge(self, dumped: str) -> None:
         """Add a worker's records (Recorder.dump) to this one."""
@@ -53,6 +57,9 @@ class Recorder:
         for variant_id, values in doc["figures"].items():
             self.figure(variant_id, **values)
         self.hashes.update(doc["hashes"])
+        self.data.update(doc["data"])
+        self.artifacts.update(doc["artifacts"])
+        self.samples.update(doc["samples"])
 
     def check(self, model: str, variant: str, key: str, value: float, budget: float, backend: str,
               note: str = "") -> Check:
@@ -101,7 +108,7 @@ def write(rec: Recorder, out: Path, exitstatus: int) -> list[Path]:
     """Write results.json, summary.md and the size/quality plot; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     doc = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exitstatus": exitstatus,
-           "machine": machine(), "tools": tool_versions(), "hashes": rec.hashes,
+           "machine": machine(), "tools": tool_versions(), "hashes": rec.hashes, "data": rec.data,
            "figures": rec.figures, "checks": [asdict(c) for c in rec.checks]}
     paths = [out / "results.json", out / "summary.md"]
     paths[0].write_text(json.dumps(doc, indent=2, sort_keys=False))

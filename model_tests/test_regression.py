@@ -1,0 +1,114 @@
+"""Regression against the baseline (the last released state, reports/baseline/): size growth beyond a
+percentage and an absolute floor; quality paired on the same evaluation samples, against the baseline
+and, as a drift guard, against the first baseline of the release line; latency timed interleaved with the
+baseline's own artifact. Thresholds: `[regression]` in gate.toml (tinygate.config.RegressionSettings)."""
+
+import pytest
+
+from fixtures.gate import check_same_data
+from fixtures.keys import baseline_dir
+from tinygate import regression
+from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+from tinygate.errors import GateError
+
+pytestmark = pytest.mark.regression
+
+
+def _record(gate_recorder, variant, check, verdict, budget, unit, note, op):
+    """Record the comparison in the report (value, the threshold it is held to) and fail if it regressed."""
+    gate_recorder.record(variant.model, variant.name, check, verdict.figure, budget, unit, not verdict.regressed,
+                         variant.backend, note, op)
+    if verdict.regressed:
+        pytest.fail(f"{variant.id}: regressed against the baseline: {check}: {verdict.detail}", pytrace=False)
+
+
+def test_size_vs_baseline(artifact, variant_baseline, variant, gate_config, gate_recorder):
+    settings = gate_config.regression
+    if not isinstance(variant_baseline.get("bytes"), int):
+        pytest.fail(f"{variant.id}: the baseline has no size for this variant; accept a new baseline", pytrace=False)
+    verdict = regression.size_growth(variant_baseline["bytes"], artifact.disk_bytes(), settings.size_growth_pct,
+                                     settings.size_growth_floor_kb * 1000)
+    _record(gate_recorder, variant, "size_growth_vs_baseline", verdict, settings.size_growth_pct, "%",
+            verdict.detail, "<=")
+
+
+def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, max_psnr, max_acc, check):
+    """Pair today's per-sample scores with those of a baseline (`against`) on the same evaluation data."""
+    model = gate_config.models[variant.model]
+    check_same_data(against, variant.model, gate_recorder.data[variant.model], variant.id,
+                    baseline_dir(pytestconfig))
+    theirs = against.samples(variant.id)
+    if theirs is None:
+        pytest.skip(f"{variant.id}: the baseline holds no per-sample scores for this variant")
+    settings = gate_config.regression
+    if model.task == "image":
+        verdict = regression.mean_delta(theirs["psnr"], scores["psnr"], max_psnr, settings.confidence)
+        _record(gate_recorder, variant, f"psnr_change_{check}", verdict, -max_psnr, "dB", verdict.detail, ">=")
+    else:
+        verdict = regression.flipped(theirs["correct"], scores["correct"], max_acc, 1 - settings.confidence)
+        _record(gate_recorder, variant, f"accuracy_change_{check}", verdict, -max_acc, "pts", verdict.detail, ">=")
+
+
+@pytest.fixture
+def quality_scores(variant, gate_config):
+    if gate_config.models[variant.model].task == "fidelity":
+        pytest.skip(f"{variant.id}: a fidelity model has no per-sample quality to pair with the baseline; its "
+                    "fidelity budgets compare it with the float model")
+
+
+def test_quality_vs_baseline(quality_scores, scores, gate_baseline, variant_baseline, variant, gate_config,
+                             gate_recorder, pytestconfig):
+    s = gate_config.regression
+    _paired(scores, variant, gate_config, gate_recorder, pytestconfig, gate_baseline, s.psnr_drop_db,
+            s.accuracy_drop_pct, "vs_baseline")
+
+
+def test_quality_drift_vs_release_line_start(quality_scores, scores, gate_baseline, variant_baseline, variant,
+                                             gate_config, gate_recorder, pytestconfig):
+    """Small drops that each pass against the last baseline must not add up unseen."""
+    first = gate_baseline.first
+    if first is None or first.variant(variant.id) is None:
+        pytest.skip(f"{variant.id}: no first baseline of the release line holds this variant")
+    s = gate_config.regression
+    _paired(scores, variant, gate_config, gate_recorder, pytestconfig, first, s.drift_psnr_db,
+            s.drift_accuracy_pct, "vs_release_line_start")
+
+
+@pytest.mark.latency
+def test_latency_vs_baseline(artifact, gate_baseline, variant_baseline, variant, gate_config, gate_threads,
+                             gate_recorder):
+    """Baseline and candidate timed alternately, in random order, in this process: machine drift hits both."""
+    if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
+        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only)")
+    s = gate_config.regression
+    if variant_baseline.get("artifact") == artifact.digest:
+        verdict = regression.Verdict(False, 1.0, f"artifact identical to the baseline's (sha256 {artifact.digest[:12]})"
+                                                 ": the model cannot be slower")
+        _record(gate_recorder, variant, "latency_ratio_vs_baseline", verdict, 1 + s.slowdown_pct / 100, "x",
+                verdict.detail, "<=")
+        return
+    from tinygate import pipeline
+
+    xs = pipeline.example_inputs(gate_config.models[variant.model])
+    try:
+        base_run = runner(gate_baseline.artifact(variant.id), gate_threads)
+        new_run = runner(artifact, gate_threads)
+    except GateError as exc:
+        failure = f"{variant.id}: {exc}"
+    else:
+        decision = regression.compare_latency(lambda: base_run(*xs), lambda: new_run(*xs), s.slowdown_pct,
+                                              s.latency_p_value, s.latency_rounds, s.latency_max_rounds)
+        verdict = regression.Verdict(decision.regressed, decision.median_ratio, decision.detail(s.slowdown_pct))
+        same_machine = gate_baseline.doc.get("machine", {}).get("id") == _machine_id()
+        note = verdict.detail + ("" if same_machine else "; the baseline was recorded on another machine, so its "
+                                 "stored absolute timings are refused for comparison (this interleaved one stands)")
+        _record(gate_recorder, variant, "latency_ratio_vs_baseline", verdict, 1 + s.slowdown_pct / 100, "x", note,
+                "<=")
+        return
+    pytest.fail(failure, pytrace=False)
+
+
+def _machine_id() -> str:
+    from tinygate.history import fingerprint
+
+    return str(fingerprint()["id"])
