@@ -102,21 +102,25 @@ def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
 
 
 def float_artifact(model: Model) -> Artifact:
-    """The float model as the user ships it: its factory plus its weights, or its ONNX file."""
+    """The float model as the user ships it: its factory plus its weights, or its ONNX file. Its hash covers
+    the weights and, for a PyTorch model, the factory and the source file of the factory's module, so that
+    editing the model's code rebuilds what depends on it."""
     files = [model.weights]
     if model.source_kind == "onnx":
         from tinygate.safety import check_onnx, onnx_files
 
         check_onnx(model.weights)
         files = onnx_files(model.weights)
+    else:
+        files.append(Path(importlib.import_module(model.factory.split(":")[0]).__file__))
     stamps = tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return Artifact(model.source_kind, model.weights, _digest(stamps), model.factory)
+    return Artifact(model.source_kind, model.weights, _digest(stamps, model.factory), model.factory)
 
 
 @cache
-def _digest(stamps: tuple[tuple[Path, int, int], ...]) -> str:
+def _digest(stamps: tuple[tuple[Path, int, int], ...], factory: str) -> str:
     """The hash of a model's files (an ONNX file and its external data), recomputed when one changes."""
-    return key_of(files=[digest_path(f) for f, _, _ in stamps])
+    return key_of(files=[digest_path(f) for f, _, _ in stamps], factory=factory)
 
 
 def example_inputs(model: Model) -> tuple[np.ndarray, ...]:

@@ -1,0 +1,154 @@
+"""Self-tests of the baseline and the regression checks: each injects the regression it guards against
+(perturbed weights, a bloated artifact, a slower model, other evaluation data, small drops that add up) into
+a candidate compared with an accepted baseline of the bundled digits model, and shows the gate failing on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundled import REPO, model_table
+from safetensors.torch import load_file, save_file
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = """
+[models.digits.variants.float]
+steps = []
+budgets = { min_accuracy_pct = 90 }
+
+[models.digits.variants.onnx_int8_static]
+steps = [{ step = "onnx_export" }, { step = "ort_int8_static" }]
+budgets = { min_accuracy_pct = 90 }
+"""
+
+SLOWER = '''
+import torch
+from tinygate.zoo.digits import build as digits
+
+
+class ThreeTimes(torch.nn.Module):
+    """The digits model, computed three times: the same weights and outputs, three times the work."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = digits()
+
+    def forward(self, x):
+        return (self.net(x) + self.net(x) + self.net(x)) / 3
+
+    def load_state_dict(self, state, strict=True, assign=False):
+        return self.net.load_state_dict(state, strict=strict, assign=assign)
+
+
+def build():
+    return ThreeTimes()
+'''
+
+
+def _perturbed(tmp: Path, scale: float, name: str) -> Path:
+    state = load_file(REPO / "weights/digits.safetensors")
+    gen = torch.Generator().manual_seed(0)
+    noisy = {k: v + scale * v.std() * torch.randn(v.shape, generator=gen) if v.numel() > 1 else v
+             for k, v in state.items()}
+    save_file(noisy, tmp / name)
+    return tmp / name
+
+
+@pytest.fixture
+def gate(tmp_path, run_gate):
+    """Write a digits config (optionally other weights, data, a factory or [regression] settings) and run it
+    against the baseline kept in tmp_path/reports/baseline."""
+    def run(*args: str, weights: Path | None = None, eval_spec: str | None = None, regression: str = "",
+            factory: str | None = None):
+        text = model_table("digits", weights, eval_spec, calibration=True) + VARIANTS
+        if factory:
+            text = text.replace('factory = "tinygate.zoo.digits:build"', f'factory = "{factory}"')
+        config = tmp_path / "gate.toml"
+        config.write_text((f"[regression]\n{regression}\n" if regression else "") + text)
+        return run_gate(config, *args, "-p", "no:logging")
+    return run
+
+
+@pytest.fixture
+def accepted(gate, tmp_path) -> Path:
+    run = gate("--gate-accept-baseline", "--reason", "release 1.0")
+    assert run.returncode == 0, run.output[-3000:]
+    assert "baseline accepted" in run.output
+    return tmp_path / "reports" / "baseline"
+
+
+def test_accepting_writes_figures_hashes_artifacts_scores_and_a_history_line(accepted, tmp_path):
+    doc = json.loads((accepted / "baseline.json").read_text())
+    assert doc["reason"] == "release 1.0" and doc["machine"]["id"] and doc["data"]["digits"]
+    for vid in ("digits-float", "digits-onnx_int8_static"):
+        v = doc["variants"][vid]
+        assert (accepted / v["artifact_path"]).exists() and v["bytes"] > 0 and v["accuracy_pct"] > 90
+        assert (accepted / "scores" / f"{vid}.npz").is_file()
+    assert (accepted / "first" / "baseline.json").is_file()
+    history = [json.loads(line) for line in (tmp_path / "reports/history.jsonl").read_text().splitlines()]
+    assert history[-1]["baseline"] is True and history[-1]["reason"] == "release 1.0"
+    assert (tmp_path / "reports/latest/trend.png").stat().st_size > 0
+
+
+def test_an_unchanged_candidate_passes_every_regression_check(accepted, gate):
+    run = gate("-m", "regression")
+    assert run.returncode == 0, run.output[-3000:]
+    assert "8 passed" in run.output.splitlines()[-1]  # size, quality, drift, latency (identical) x 2 variants
+
+
+def test_a_failing_run_cannot_become_the_baseline(gate, tmp_path):
+    weights = _perturbed(tmp_path, 1.0, "broken.safetensors")  # 89.6% accuracy: under the 90% floor
+    run = gate("--gate-accept-baseline", "--reason", "should not stick", weights=weights)
+    assert run.returncode != 0
+    assert "baseline NOT accepted: this run did not pass" in run.output
+    assert not (tmp_path / "reports/baseline").exists()
+
+
+def test_perturbed_weights_fail_the_paired_accuracy_check(accepted, gate, tmp_path):
+    run = gate("-m", "regression", weights=_perturbed(tmp_path, 0.6, "noisy.safetensors"))  # 96.4% vs 98.4%
+    assert run.returncode == 1
+    line = run.line("digits-float: regressed against the baseline: accuracy_change_vs_baseline")
+    assert "McNemar" in line and "turned wrong" in line
+
+
+def test_a_bloated_artifact_fails_the_size_growth_check(accepted, gate, tmp_path):
+    state = load_file(REPO / "weights/digits.safetensors")
+    save_file(state, tmp_path / "bloated.safetensors", metadata={"notes": "x" * 50_000})
+    run = gate("-m", "regression and not latency", weights=tmp_path / "bloated.safetensors")
+    assert run.returncode == 1
+    assert "digits-float: regressed against the baseline: size_growth_vs_baseline" in run.output
+    assert "digits-onnx_int8_static" not in run.line("FAILED")  # the same weights export to the same ONNX
+
+
+def test_a_slower_model_fails_the_interleaved_latency_check(accepted, gate, tmp_path):
+    (tmp_path / "slower.py").write_text(SLOWER)
+    run = gate("-m", "regression and latency", "-k", "float", factory="slower:build")
+    assert run.returncode == 1, run.output[-3000:]
+    line = run.line("digits-float: regressed against the baseline: latency_ratio_vs_baseline")
+    assert "Wilcoxon" in line and "interleaved rounds" in line
+
+
+def test_a_baseline_on_other_evaluation_data_is_refused(accepted, gate, tmp_path):
+    from tinygate.zoo.digits import eval_set
+
+    data = eval_set()
+    np.savez(tmp_path / "other.npz", inputs=data.inputs[:400], labels=data.labels[:400])
+    run = gate("-m", "regression and not latency", eval_spec=f'{{ npz = "{tmp_path / "other.npz"}" }}')
+    assert run.returncode == 1
+    assert "was evaluated on different data" in run.line("per-sample comparison is refused")
+
+
+def test_small_drops_that_each_pass_add_up_to_a_drift_failure(accepted, gate, tmp_path):
+    noisy = _perturbed(tmp_path, 0.6, "noisy.safetensors")
+    lenient = "accuracy_drop_pct = 5.0\ndrift_accuracy_pct = 5.0"
+    second = gate("--gate-accept-baseline", "--reason", "release 1.1", weights=noisy, regression=lenient)
+    assert second.returncode == 0, second.output[-3000:]
+    run = gate("-m", "regression and not latency", weights=noisy, regression="drift_accuracy_pct = 1.0")
+    assert run.returncode == 1
+    failed = [line for line in run.output.splitlines() if line.startswith("FAILED")]
+    assert any("test_quality_drift_vs_release_line_start[digits-float]" in f for f in failed), failed
+    assert not any("test_quality_vs_baseline" in f for f in failed), failed  # 1.1 itself is unchanged
