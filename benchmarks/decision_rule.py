@@ -1,0 +1,173 @@
+"""Benchmark of the latency decision rule (tinygate.regression.compare_latency) against pytest-benchmark's
+`--benchmark-compare-fail=median:10%` on the same timings.
+
+Artifacts: tinybeauty exported to ONNX at 128x128 ("base"), and the same model with an extra three-conv
+branch whose output is added at zero weight ("slower": identical outputs, about a third more work). Each
+comparison times base and candidate interleaved in random order, as the gate does. tinygate's rule decides
+on those per-round ratios; pytest-benchmark's rule (its own PercentageRegressionCheck, parsed from
+"median:10%") compares the candidate's timings with a *stored run*: the base timings saved by the previous
+comparison, as a job compares with a run stored earlier. A CPU hog on the other core runs during every
+other pair of comparisons, as a neighbour on a shared CI machine would.
+
+Run: python benchmarks/decision_rule.py [--comparisons 20] (tox -e decision-rule). Writes
+reports/latest/decision_rule.json and decision_rule.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _export(tmp: Path) -> tuple[Path, Path]:
+    import torch
+    from safetensors.torch import load_model
+
+    from tinygate.zoo.tinybeauty import build
+
+    class Slower(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+            conv = torch.nn.Conv2d
+            self.extra = torch.nn.Sequential(conv(3, 24, 3, padding=1), conv(24, 24, 3, padding=1),
+                                             conv(24, 3, 3, padding=1))
+
+        def forward(self, x):
+            return self.model(x) + 0.0 * self.extra(x)
+
+    model = build()
+    load_model(model, str(REPO / "weights/tinybeauty.safetensors"))
+    x = torch.rand(1, 3, 128, 128)
+    paths = (tmp / "base.onnx", tmp / "slower.onnx")
+    for net, path in zip((model.eval(), Slower(model).eval()), paths, strict=True):
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["image"], output_names=["out"],
+                              optimize=False)
+    return paths
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    # No graph optimization: constant folding would remove the zero-weighted branch.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
+    return lambda: session.run(None, {"image": x})
+
+
+def _timed(fn, side: str, sink: list):
+    """fn, also recording each call's time in `sink`: pytest-benchmark's rule is judged on the same timings."""
+    def call():
+        t0 = time.perf_counter()
+        fn()
+        sink.append((side, time.perf_counter() - t0))
+    return call
+
+
+def _hog(stop) -> None:
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comparisons", type=int, default=20, help="per kind (identical, slower)")
+    parser.add_argument("--out", type=Path, default=REPO / "reports/latest")
+    args = parser.parse_args(argv)
+    from pytest_benchmark.utils import parse_compare_fail
+
+    from tinygate.regression import compare_latency, time_pair
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base_path, slower_path = _export(Path(tmp))
+        base, slower = _session(base_path), _session(slower_path)
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            time_pair(base, slower, rng)
+        true_ratio = float(np.median([b / a for a, b in (time_pair(base, slower, rng) for _ in range(100))]))
+
+        pb_rule = parse_compare_fail("median:10%")
+        kinds = ["identical", "slower"] * args.comparisons
+        rows, stored_base = [], None
+        stop, hog = mp.Event(), None
+        start = time.time()
+        for i, kind in enumerate(kinds):
+            noisy = (i // 2) % 2 == 1
+            if noisy and hog is None:
+                hog = mp.Process(target=_hog, args=(stop,), daemon=True)
+                hog.start()
+            elif not noisy and hog is not None:
+                stop.set()
+                hog.join()
+                stop, hog = mp.Event(), None
+            candidate = base if kind == "identical" else slower
+            times: list[tuple[str, float]] = []
+            decision = compare_latency(_timed(base, "base", times), _timed(candidate, "new", times), seed=i)
+            base_times = [t for s, t in times if s == "base"]
+            new_times = [t for s, t in times if s == "new"]
+            pb_fails = None
+            if stored_base is not None:  # pytest-benchmark: this run against the run stored before it
+                pb_fails = bool(pb_rule.fails({"median": float(np.median(new_times))},
+                                              {"median": float(np.median(stored_base))}))
+            stored_base = base_times
+            rows.append({"kind": kind, "noisy_neighbour": noisy, "tinygate_regressed": decision.regressed,
+                         "tinygate_verdict": decision.verdict, "rounds": decision.rounds,
+                         "median_ratio": decision.median_ratio, "p_value": decision.p_value,
+                         "pytest_benchmark_fails": pb_fails})
+            print(f"{i:3d} {kind:9s} noisy={noisy!s:5s} tinygate={decision.verdict:13s} ratio="
+                  f"{decision.median_ratio:.3f} rounds={decision.rounds:3d} pytest-benchmark="
+                  f"{'n/a' if pb_fails is None else 'FAIL' if pb_fails else 'pass'}", flush=True)
+        if hog is not None:
+            stop.set()
+            hog.join()
+
+    def rate(rule: str, kind: str, flagged: bool) -> str:
+        judged = [r for r in rows if r["kind"] == kind and r[rule] is not None]
+        hits = sum(1 for r in judged if r[rule] == flagged)
+        return f"{hits}/{len(judged)}"
+
+    summary = {
+        "true_slowdown_ratio": true_ratio, "comparisons_per_kind": args.comparisons,
+        "seconds": round(time.time() - start, 1),
+        "tinygate": {"false_positives": rate("tinygate_regressed", "identical", True),
+                     "false_negatives": rate("tinygate_regressed", "slower", False),
+                     "mean_rounds": float(np.mean([r["rounds"] for r in rows]))},
+        "pytest_benchmark_median_10pct": {"false_positives": rate("pytest_benchmark_fails", "identical", True),
+                                          "false_negatives": rate("pytest_benchmark_fails", "slower", False)},
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "decision_rule.json").write_text(json.dumps(summary, indent=1))
+    md = ["# Latency decision rule: tinygate vs pytest-benchmark `median:10%`", "",
+          f"Candidate 'slower' is {100 * (true_ratio - 1):.1f}% slower (median of 100 interleaved rounds). "
+          f"{args.comparisons} comparisons of each kind; a CPU hog on the other core during every other pair.", "",
+          "| rule | false positives (identical flagged) | false negatives (slower missed) |", "|---|---|---|",
+          f"| tinygate (interleaved, Wilcoxon p < 0.001 and median > +10%, sequential) | "
+          f"{summary['tinygate']['false_positives']} | {summary['tinygate']['false_negatives']} |",
+          f"| pytest-benchmark `--benchmark-compare-fail=median:10%` vs the stored previous run | "
+          f"{summary['pytest_benchmark_median_10pct']['false_positives']} | "
+          f"{summary['pytest_benchmark_median_10pct']['false_negatives']} |", "",
+          f"tinygate used {summary['tinygate']['mean_rounds']:.1f} rounds per comparison on average."]
+    (args.out / "decision_rule.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    sys.exit(main())
