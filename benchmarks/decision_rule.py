@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             candidate = base if kind == "identical" else slower
             times: list[tuple[str, float]] = []
             decision = compare_latency(_timed(base, "base", times), _timed(candidate, "new", times), seed=i)
-            base_times = [t for s, t in times if s == "base"]
-            new_times = [t for s, t in times if s == "new"]
+            base_times = [t for s, t in times if s == "base"][3:]  # after compare_latency's 3 warm-up rounds
+            new_times = [t for s, t in times if s == "new"][3:]
             pb_fails = None
             if stored_base is not None:  # pytest-benchmark: this run against the run stored before it
                 pb_fails = bool(pb_rule.fails({"median": float(np.median(new_times))},
