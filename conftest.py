@@ -61,6 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
         raise pytest.UsageError('gate stopped: --gate-accept-baseline needs --reason "why this is the new baseline"')
     config.stash[RECORDER] = Recorder()
+    if config.getoption("benchmark_storage", None) == "file://./.benchmarks":  # pytest-benchmark's default
+        config.option.benchmark_storage = f"file://{reports_root(config) / 'benchmarks'}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -94,10 +94,21 @@ def test_a_step_that_raises_fails_the_run_never_skips_or_passes(tmp_path, run_ga
         "def export(*args, **kwargs):\n"
         "    raise RuntimeError('exporter exploded')\n"
         "s.export = export\n")
-    run = run_gate(write(tmp_path, digits(size_kb=40)),
+    run = run_gate(write(tmp_path, digits(size_kb=40)), "-m", "not regression",  # those skip: no baseline here
                    "-p", "break_export", env={"PYTHONPATH": str(tmp_path)})
     assert run.returncode == 1, run.output
     assert run.lines("digits-onnx_int8: step onnx_export: failed: RuntimeError: exporter exploded")
     errors = run.lines("ERROR model_tests/")
     assert errors and all("digits-onnx_int8" in e for e in errors), run.output  # every check of it errs
     assert "skipped" not in run.output.splitlines()[-1]
+
+
+def test_under_xdist_the_workers_checks_reach_the_reports(tmp_path, run_gate):
+    config = write(tmp_path, digits(size_kb=30))
+    serial = run_gate(config, "-m", "not latency", "-p", "no:xdist")
+    serial_checks = json.loads((serial.reports / "results.json").read_text())["checks"]
+    parallel = run_gate(config, "-m", "not latency", "-n", "2")
+    assert parallel.returncode == 0, parallel.output[-3000:]
+    checks = json.loads((parallel.reports / "results.json").read_text())["checks"]
+    key = lambda c: (c["variant"], c["check"], c["value"])  # noqa: E731
+    assert checks and sorted(map(key, checks)) == sorted(map(key, serial_checks))
