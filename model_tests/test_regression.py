@@ -14,10 +14,10 @@ from tinygate.errors import GateError
 pytestmark = pytest.mark.regression
 
 
-def _record(gate_recorder, variant, check, verdict, budget, unit, note, op):
+def _record(gate_recorder, variant, check, verdict, budget, unit, note, op, measured_on=None):
     """Record the comparison in the report (value, the threshold it is held to) and fail if it regressed."""
     gate_recorder.record(variant.model, variant.name, check, verdict.figure, budget, unit, not verdict.regressed,
-                         variant.backend, note, op)
+                         measured_on or variant.backend, note, op)
     if verdict.regressed:
         pytest.fail(f"{variant.id}: regressed against the baseline: {check}: {verdict.detail}", pytrace=False)
 
@@ -43,10 +43,12 @@ def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, 
     settings = gate_config.regression
     if model.task == "image":
         verdict = regression.mean_delta(theirs["psnr"], scores["psnr"], max_psnr, settings.confidence)
-        _record(gate_recorder, variant, f"psnr_change_{check}", verdict, -max_psnr, "dB", verdict.detail, ">=")
+        _record(gate_recorder, variant, f"psnr_change_{check}", verdict, -max_psnr, "dB", verdict.detail, ">=",
+                scores.backend)
     else:
         verdict = regression.flipped(theirs["correct"], scores["correct"], max_acc, 1 - settings.confidence)
-        _record(gate_recorder, variant, f"accuracy_change_{check}", verdict, -max_acc, "pts", verdict.detail, ">=")
+        _record(gate_recorder, variant, f"accuracy_change_{check}", verdict, -max_acc, "pts", verdict.detail, ">=",
+                scores.backend)
 
 
 @pytest.fixture
