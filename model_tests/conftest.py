@@ -32,3 +32,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unused:
         config.hook.pytest_deselected(items=unused)
         items[:] = [i for i in items if i not in unused]
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_timed(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
+    """Under pytest-xdist, latency tests hold the machine exclusively and every other test holds it shared,
+    so no timing runs beside other work. Without xdist, tests run one at a time anyway."""
+    import os
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    from pathlib import Path
+
+    from tinygate.latency import machine_lock
+
+    cache = Path(pytestconfig.getoption("--gate-cache-dir"))
+    cache = cache if cache.is_absolute() else pytestconfig.rootpath / cache
+    timed = request.node.get_closest_marker("latency") is not None
+    with machine_lock(cache / ".machine.lock", exclusive=timed):
+        yield

@@ -3,6 +3,7 @@ percentage and an absolute floor; quality paired on the same evaluation samples,
 and, as a drift guard, against the first baseline of the release line; latency timed interleaved with the
 baseline's own artifact. Thresholds: `[regression]` in gate.toml (tinygate.config.RegressionSettings)."""
 
+import numpy as np
 import pytest
 
 from fixtures.gate import check_same_data
@@ -102,12 +103,43 @@ def test_latency_vs_baseline(artifact, gate_baseline, variant_baseline, variant,
                                               s.latency_p_value, s.latency_rounds, s.latency_max_rounds)
         verdict = regression.Verdict(decision.regressed, decision.median_ratio, decision.detail(s.slowdown_pct))
         same_machine = gate_baseline.doc.get("machine", {}).get("id") == _machine_id()
-        note = verdict.detail + ("" if same_machine else "; the baseline was recorded on another machine, so its "
-                                 "stored absolute timings are refused for comparison (this interleaved one stands)")
+        note = verdict.detail + ("" if same_machine else "; the baseline was recorded on another machine: its "
+                                 "stored timings are refused (this interleaved comparison stands)")
         _record(gate_recorder, variant, "latency_ratio_vs_baseline", verdict, 1 + s.slowdown_pct / 100, "x", note,
                 "<=")
         return
     pytest.fail(failure, pytrace=False)
+
+
+@pytest.mark.latency
+def test_latency_absolute_vs_baseline(artifact, gate_baseline, variant_baseline, variant, gate_config,
+                                      gate_threads, gate_recorder, pytestconfig):
+    """Today's p50 against the p50 stored with the baseline: only on the machine the baseline was recorded
+    on; from another machine fingerprint the stored figure is refused, never compared."""
+    from tinygate import latency, pipeline
+    from tinygate.history import fingerprint
+
+    if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
+        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only)")
+    theirs, here = gate_baseline.doc.get("machine", {}), fingerprint()
+    if theirs.get("id") != here["id"]:
+        pytest.skip(f"{variant.id}: refused: the baseline's latency was recorded on machine {theirs.get('id')} "
+                    f"({theirs.get('cpu_model')}, {theirs.get('cpu_count')} CPUs), this is {here['id']} "
+                    f"({here['cpu_model']}, {here['cpu_count']} CPUs); stored timings are not comparable across "
+                    "machines (test_latency_vs_baseline times both here instead)")
+    if not isinstance(variant_baseline.get("p50_ms"), int | float):
+        pytest.skip(f"{variant.id}: the baseline holds no latency figure (it was accepted without timing)")
+    p50 = gate_recorder.figures.get(variant.id, {}).get("p50_ms")
+    if p50 is None:  # test_latency did not run in this process: time it the same way
+        xs = pipeline.example_inputs(gate_config.models[variant.model])
+        times = latency.timings(runner(artifact, gate_threads), xs, pytestconfig.getoption("--gate-latency-rounds"),
+                                warmup=5)
+        p50 = float(np.median(times) * 1000)
+    s = gate_config.regression
+    verdict = regression.absolute_latency(variant_baseline["p50_ms"], p50, s.absolute_slowdown_pct,
+                                          s.absolute_floor_ms)
+    _record(gate_recorder, variant, "latency_p50_vs_baseline", verdict, s.absolute_slowdown_pct, "%",
+            verdict.detail, "<=")
 
 
 def _machine_id() -> str:

@@ -152,3 +152,134 @@ def test_small_drops_that_each_pass_add_up_to_a_drift_failure(accepted, gate, tm
     failed = [line for line in run.output.splitlines() if line.startswith("FAILED")]
     assert any("test_quality_drift_vs_release_line_start[digits-float]" in f for f in failed), failed
     assert not any("test_quality_vs_baseline" in f for f in failed), failed  # 1.1 itself is unchanged
+
+
+PASSES = '''
+import torch
+from tinygate.zoo.digits import build as digits
+
+
+class Passes(torch.nn.Module):
+    """The digits model run n times and averaged: the same outputs, n times the work."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.net, self.n = digits(), n
+
+    def forward(self, x):
+        out = self.net(x)
+        for _ in range(self.n - 1):
+            out = out + self.net(x)
+        return out / self.n
+
+    def load_state_dict(self, state, strict=True, assign=False):
+        return self.net.load_state_dict(state, strict=strict, assign=assign)
+
+
+def eight():
+    return Passes(8)
+
+
+def eight_again():  # the same model under another name: a new artifact hash, so it is timed
+    return Passes(8)
+
+
+def ten():  # 25% more work than eight
+    return Passes(10)
+'''
+
+FLOAT_ONLY = """
+[models.digits.variants.float]
+steps = []
+budgets = { min_accuracy_pct = 90 }
+"""
+
+
+@pytest.fixture
+def passes_gate(tmp_path, run_gate):
+    """A digits float model built by one of PASSES' factories, compared with a baseline built by `eight`."""
+    (tmp_path / "passes.py").write_text(PASSES)
+
+    def run(factory: str, *args: str):
+        text = model_table("digits").replace('"tinygate.zoo.digits:build"', f'"passes:{factory}"') + FLOAT_ONLY
+        (tmp_path / "gate.toml").write_text(text)
+        return run_gate(tmp_path / "gate.toml", *args, "-p", "no:logging")
+
+    accepted = run("eight", "--gate-accept-baseline", "--reason", "eight passes")
+    assert accepted.returncode == 0, accepted.output[-3000:]
+    return run
+
+
+def test_a_25_percent_slower_candidate_fails_the_latency_regression_check(passes_gate):
+    run = passes_gate("ten", "-m", "regression and latency", "-k", "latency_vs_baseline")
+    assert run.returncode == 1, run.output[-3000:]
+    assert "Wilcoxon" in run.line("digits-float: regressed against the baseline: latency_ratio_vs_baseline")
+
+
+def test_an_identical_candidate_timed_against_the_baseline_passes(passes_gate):
+    run = passes_gate("eight_again", "-m", "regression and latency", "-k", "latency_vs_baseline")
+    assert run.returncode == 0, run.output[-3000:]
+    result = json.loads((run.reports / "results.json").read_text())
+    [check] = [c for c in result["checks"] if c["check"] == "latency_ratio_vs_baseline"]
+    assert "interleaved rounds" in check["note"] and check["passed"]  # timed, not waved through by its hash
+
+
+def test_stored_latency_from_another_machine_is_refused(passes_gate, tmp_path):
+    path = tmp_path / "reports/baseline/baseline.json"
+    doc = json.loads(path.read_text())
+    doc["machine"] = {**doc["machine"], "id": "elsewhere000", "cpu_model": "Some Other CPU"}
+    path.write_text(json.dumps(doc))
+    run = passes_gate("eight", "-m", "regression and latency", "-rs")
+    assert run.returncode == 0, run.output[-3000:]
+    assert "recorded on machine elsewhere000 (Some Other CPU" in run.line("refused: the baseline's latency")
+
+
+SHIFT = '''
+import torch
+
+
+class Shift(torch.nn.Module):
+    """An image model that adds a learned constant: its PSNR against the input is 20 log10(1 / bias)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return x + self.bias
+
+
+def build():
+    return Shift()
+'''
+
+
+def test_a_one_db_psnr_drop_against_the_baseline_fails(tmp_path, run_gate):
+    (tmp_path / "shift.py").write_text(SHIFT)
+    rng = np.random.default_rng(0)
+    images = (0.25 + 0.5 * rng.random((20, 3, 16, 16))).astype(np.float32)
+    np.savez(tmp_path / "eval.npz", inputs=images, targets=images)
+    config = tmp_path / "gate.toml"
+
+    def gate(bias: float, *args: str):
+        save_file({"bias": torch.tensor([bias])}, tmp_path / "shift.safetensors")
+        config.write_text("""
+[models.shift]
+factory = "shift:build"
+weights = "shift.safetensors"
+task = "image"
+input = { name = "image", shape = [1, 3, 16, 16] }
+output = { name = "out" }
+eval = { npz = "eval.npz" }
+
+[models.shift.variants.float]
+steps = []
+budgets = { min_psnr_db = 30 }
+""")
+        return run_gate(config, *args, "-p", "no:logging")
+
+    assert gate(0.01, "--gate-accept-baseline", "--reason", "40 dB").returncode == 0  # 20 log10(1/0.01) = 40 dB
+    run = gate(0.01 * 10 ** (1 / 20), "-m", "regression and not latency")  # 39 dB: one dB less on every image
+    assert run.returncode == 1, run.output[-3000:]
+    line = run.line("shift-float: regressed against the baseline: psnr_change_vs_baseline")
+    assert "mean change -1.0000 over 20 paired samples" in line

@@ -119,6 +119,8 @@ class RegressionSettings:
     latency_p_value: float = 0.001  # one-sided Wilcoxon test on the per-round log ratios
     latency_rounds: int = 20  # interleaved rounds per step of the sequential rule
     latency_max_rounds: int = 120  # then the rule decides on the median alone
+    absolute_slowdown_pct: float = 50.0  # stored p50 vs today's, same machine only: a coarse guard...
+    absolute_floor_ms: float = 1.0  # ...that also needs this many ms, so timer noise never trips it
 
 
 @dataclass(frozen=True)

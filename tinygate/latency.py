@@ -6,11 +6,13 @@ any timed call, after warm-up calls; threads are pinned by the runner (--gate-th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -60,3 +62,31 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory so far (ru_maxrss: KB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1e6 if platform.system() == "Darwin" else 1e3)
+
+
+def timings(fn: Callable[..., object], args: tuple, rounds: int, warmup: int) -> np.ndarray:
+    """Per-call times (seconds) after warm-up calls: what pytest-benchmark's pedantic mode measures, for when
+    it has turned itself off (under pytest-xdist)."""
+    for _ in range(warmup):
+        fn(*args)
+    out = np.empty(rounds)
+    for i in range(rounds):
+        start = time.perf_counter()
+        fn(*args)
+        out[i] = time.perf_counter() - start
+    return out
+
+
+@contextlib.contextmanager
+def machine_lock(path: Path, exclusive: bool):
+    """A lock shared by every test of a pytest-xdist run: each test holds it shared, a timed test holds it
+    exclusively, so nothing runs beside a latency measurement (flock: released if a worker dies)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

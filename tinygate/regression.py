@@ -30,6 +30,16 @@ def size_growth(base_bytes: int, new_bytes: int, max_pct: float, floor_bytes: fl
                                    f"{max_pct:g}% or {floor_bytes:g} B, whichever is larger")
 
 
+def absolute_latency(base_ms: float, new_ms: float, max_pct: float, floor_ms: float) -> Verdict:
+    """Today's p50 against the baseline's stored p50 (same machine fingerprint only): regressed when it grew
+    by more than max_pct percent AND by more than floor_ms. Coarse on purpose: job-to-job drift is large."""
+    growth = new_ms - base_ms
+    pct = 100.0 * growth / base_ms
+    regressed = bool(pct > max_pct and growth > floor_ms)
+    return Verdict(regressed, pct, f"p50 {base_ms:.4g} -> {new_ms:.4g} ms ({pct:+.1f}%); allowed {max_pct:g}% "
+                                   f"unless under {floor_ms:g} ms")
+
+
 def mean_delta(base: np.ndarray, new: np.ndarray, max_drop: float, confidence: float = 0.95) -> Verdict:
     """Paired per-sample change (new - base, e.g. PSNR in dB): regressed when the mean drops by more than
     max_drop AND the drop is significant (the bootstrap interval of the mean change lies below 0)."""
