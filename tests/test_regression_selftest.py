@@ -97,7 +97,7 @@ def test_accepting_writes_figures_hashes_artifacts_scores_and_a_history_line(acc
 def test_an_unchanged_candidate_passes_every_regression_check(accepted, gate):
     run = gate("-m", "regression")
     assert run.returncode == 0, run.output[-3000:]
-    assert "8 passed" in run.output.splitlines()[-1]  # size, quality, drift, latency (identical) x 2 variants
+    assert "10 passed" in run.output.splitlines()[-1]  # size, quality, drift, 2 latency x 2 variants
 
 
 def test_a_failing_run_cannot_become_the_baseline(gate, tmp_path):
