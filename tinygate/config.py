@@ -336,17 +336,12 @@ def _check_onnx_interface(r: _Reader, key: str, path: Path, input_names: tuple[s
                           output_names: tuple[str, ...]) -> None:
     """An ONNX model's file is checked as untrusted (tinygate.safety), then its graph's input and outputs must
     be the configured ones: the outputs all of them, in order, as ONNX Runtime returns them."""
-    import onnx
+    from tinygate.safety import onnx_interface
 
-    from tinygate.safety import check_onnx
-
-    check_onnx(path)
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    inputs = [i.name for i in graph.input if i.name not in initializers]
-    outputs = tuple(o.name for o in graph.output)
-    if tuple(inputs) != input_names:
-        raise r.fail(f"{key}.input", f"{list(input_names)} are not the graph's inputs in order; {path} has {inputs}")
+    inputs, outputs = onnx_interface(path)
+    if inputs != input_names:
+        raise r.fail(f"{key}.input", f"{list(input_names)} are not the graph's inputs in order; {path} has "
+                                     f"{list(inputs)}")
     if outputs != output_names:
         raise r.fail(f"{key}.output", f"{list(output_names)} are not the graph's outputs in order; "
                                       f"{path} has {list(outputs)}")

@@ -129,23 +129,18 @@ def _input_names(args) -> tuple[str, ...]:
     """An ONNX graph's inputs (initializers aside), or --input-names for a PyTorch model."""
     if args.model.suffix != ".onnx":
         return tuple(args.input_names.split(","))
-    import onnx
+    from tinygate.safety import onnx_interface
 
-    from tinygate.safety import check_onnx
-
-    check_onnx(args.model)
-    graph = onnx.load(str(args.model), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
-    return tuple(i.name for i in graph.input if i.name not in inits)
+    return onnx_interface(args.model)[0]
 
 
 def _header(args, name: str, task: str, input_names: tuple[str, ...], data, cfg_path: Path) -> str:
     """The model's own table: source, task, interface, data."""
     shapes = [[1, *a.shape[1:]] for a in data.arrays()]
     if args.model.suffix == ".onnx":
-        import onnx
+        from tinygate.safety import onnx_interface
 
-        outputs = [o.name for o in onnx.load(str(args.model), load_external_data=False).graph.output]
+        outputs = list(onnx_interface(args.model)[1])
         source = f'onnx = "{_rel(args.model, cfg_path)}"\n'
     else:
         source = f'factory = "{args.factory}"\nweights = "{_rel(args.model, cfg_path)}"\n'

@@ -90,6 +90,16 @@ def onnx_files(path: Path) -> list[Path]:
     return [path] + [path.parent / loc for loc in sorted(locations)]
 
 
+def onnx_interface(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An untrusted ONNX file's input names (initializers aside) and output names, in order, after check_onnx."""
+    import onnx
+
+    check_onnx(path)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return (tuple(i.name for i in graph.input if i.name not in initializers), tuple(o.name for o in graph.output))
+
+
 def check_mlpackage(path: Path, max_mb: float | None = None) -> None:
     """No symlink anywhere in the package; every Manifest.json path inside it; size cap."""
     if path.is_symlink():
