@@ -120,6 +120,16 @@ def load_torch(art: Artifact):
     return model.eval()
 
 
+def save_torch(module, out: Path) -> Path:
+    """Write a torch module's weights as a torch step's artifact (out/model.safetensors; its architecture stays
+    the float model's factory)."""
+    from safetensors.torch import save_model
+
+    path = out / "model.safetensors"
+    save_model(module, str(path))
+    return path
+
+
 def runner(art: Artifact, threads: int = 1) -> Runner:
     """A function from batched input arrays (one per model input) to the model's first output."""
     run = runner_all(art, threads)

@@ -17,7 +17,7 @@ from typing import Any
 from tinygate.budgets import BUDGETS, FIDELITY
 from tinygate.data import ImagePrep
 from tinygate.errors import GateError
-from tinygate.steps import BACKEND, STEPS
+from tinygate.steps import BACKEND, STEPS, StepSpec
 
 # image: outputs scored against targets (PSNR/SSIM); classifier: against labels (accuracy);
 # fidelity: no ground truth, every output compared with the float model's (tinygate/fidelity.py).
@@ -129,6 +129,7 @@ class GateConfig:
     models: dict[str, Model]
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     regression: RegressionSettings = field(default_factory=RegressionSettings)
+    steps: dict[str, StepSpec] = field(default_factory=lambda: dict(STEPS))  # built-in, then the user's
 
     @property
     def variants(self) -> list[Variant]:
@@ -211,12 +212,13 @@ def load(path: str | Path) -> GateConfig:
     if str(path.parent) not in sys.path:  # a factory or data module kept beside the config imports as-is
         sys.path.append(str(path.parent))
     r = _Reader(path)
-    r.table(raw, "", {"models"}, {"machines", "regression"})
+    r.table(raw, "", {"models"}, {"machines", "regression", "steps"})
+    steps = _steps(r, raw.get("steps", {}))
     machines = {name: _machine(r, name, body) for name, body in
                 (r.named(raw["machines"], "machines") if "machines" in raw else {}).items()}
     models = r.named(raw["models"], "models")
-    cfg = GateConfig(path, {name: _model(r, name, body) for name, body in models.items()}, machines,
-                     _regression(r, raw.get("regression", {})))
+    cfg = GateConfig(path, {name: _model(r, name, body, steps) for name, body in models.items()}, machines,
+                     _regression(r, raw.get("regression", {})), steps)
     for variant in cfg.variants:
         key = f"models.{variant.model}.variants.{variant.name}"
         if variant.machine is not None and variant.machine not in machines:
@@ -225,6 +227,34 @@ def load(path: str | Path) -> GateConfig:
             raise r.fail(f"{key}.machine", "absolute latency limits (max_p50_ms, max_p95_ms) need the machine "
                                            "profile they were measured on")
     return cfg
+
+
+# Fixture names a step cannot take: the plugin's own and pytest's most used ones.
+RESERVED = {"artifact", "variant", "variant_run", "gate", "float_artifact", "scores", "float_scores", "request",
+            "output_fidelity", "tmp_path", "benchmark", "pytestconfig", "monkeypatch", "capsys"}
+
+
+def _steps(r: _Reader, body: Any) -> dict[str, StepSpec]:
+    """The built-in steps, those installed packages register (entry point group `tinygate.steps`), and those
+    `[steps]` names by dotted path (`name = "module:function"`), each a function declared with tinygate.step."""
+    from importlib.metadata import entry_points
+
+    body = r.table(body, "steps", set(), set(body) if isinstance(body, dict) else set())
+    found = dict(STEPS)
+    sources = [(ep.name, ep.value, f"entry point {ep.name!r} of {ep.dist.name if ep.dist else '?'}")
+               for ep in entry_points(group="tinygate.steps")]
+    sources += [(name, ref, f"steps.{name}") for name, ref in body.items()]
+    for name, ref, key in sources:
+        if not NAME.match(name) or name in STEPS or name in RESERVED:
+            raise r.fail(key, "a step name is lower-case letters, digits and underscores, and not a built-in "
+                              f"step or a fixture name; got {name!r}")
+        func = getattr(importlib.import_module(r.callable_ref(ref, key).split(":")[0]), ref.split(":")[1])
+        spec = getattr(func, "tinygate_step", None)
+        if not isinstance(spec, StepSpec):
+            raise r.fail(key, f"{ref} is not declared as a step: decorate it with @tinygate.step(consumes=..., "
+                              "produces=..., **params)")
+        found[name] = replace(spec, name=name, module=ref)
+    return found
 
 
 def _regression(r: _Reader, body: Any) -> RegressionSettings:
@@ -255,7 +285,7 @@ def _machine(r: _Reader, name: str, body: Any) -> dict[str, Any]:
     return out
 
 
-def _model(r: _Reader, name: str, body: Any) -> Model:
+def _model(r: _Reader, name: str, body: Any, steps: dict[str, StepSpec]) -> Model:
     key = f"models.{name}"
     if not NAME.match(name):
         raise r.fail(key, "model names are lower-case letters, digits and underscores")
@@ -296,7 +326,7 @@ def _model(r: _Reader, name: str, body: Any) -> Model:
     calibration = (_data(r, f"{key}.calibration", body["calibration"], shape, input_names)
                    if "calibration" in body else None)
     variants_raw = r.named(body["variants"], f"{key}.variants")
-    variants = {v: _variant(r, name, v, task, b, calibration is not None, source_kind)
+    variants = {v: _variant(r, name, v, task, b, calibration is not None, source_kind, steps)
                 for v, b in variants_raw.items()}
     floats = [v.name for v in variants.values() if v.is_float]
     if not floats:
@@ -393,7 +423,7 @@ def _data(r: _Reader, key: str, body: Any, input_shape: list[int], input_names: 
 
 
 def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibration: bool,
-             source_kind: str) -> Variant:
+             source_kind: str, known: dict[str, StepSpec]) -> Variant:
     key = f"models.{model}.variants.{name}"
     if not NAME.match(name):
         raise r.fail(key, "variant names are lower-case letters, digits and underscores")
@@ -405,9 +435,9 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         if not isinstance(raw, dict) or "step" not in raw:
             raise r.fail(skey, "each step is a table with a 'step' key, e.g. { step = \"prune\", rate = 0.3 }")
         step_name = r.typed(raw["step"], f"{skey}.step", str)
-        spec = STEPS.get(step_name)
+        spec = known.get(step_name)
         if spec is None:
-            raise r.fail(f"{skey}.step", f"unknown step {step_name!r} (known: {', '.join(STEPS)})")
+            raise r.fail(f"{skey}.step", f"unknown step {step_name!r} (known: {', '.join(known)})")
         r.table(raw, skey, {"step"}, set(spec.params))
         if spec.uses_calibration and not has_calibration:
             raise r.fail(f"{skey}.step", f"{step_name} calibrates, but models.{model}.calibration is not set")

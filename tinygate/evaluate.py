@@ -106,3 +106,11 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
 
     entry = cache.get_or_build(key, build)
     return [fidelity_.OutputFidelity(**r) for r in json.loads((entry / "fidelity.json").read_text())]
+
+
+def summary_figures(result: Scores) -> dict[str, float]:
+    """The figures a report shows for per-sample scores: mean and 5th-percentile PSNR and SSIM, or accuracy."""
+    if "psnr" in result.values:
+        return {"psnr_db": metrics.mean(result["psnr"]), "psnr_p5_db": metrics.percentile(result["psnr"], 5),
+                "ssim": metrics.mean(result["ssim"])}
+    return {"accuracy_pct": metrics.mean(result["correct"]) * 100.0}

@@ -56,7 +56,12 @@ class Measured:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    p = argparse.ArgumentParser(prog="tinygate init", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return main_args(p.parse_args(argv))
+
+
+def main_args(args: argparse.Namespace) -> int:
     try:
         text = init(args)
     except GateError as exc:
@@ -66,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tinygate init", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=Path, help="an .onnx file, or a .safetensors / .pt / .pth state dict (with --factory)")
     p.add_argument("--data", type=Path, required=True, help="evaluation .npz: 'inputs' (and 'labels' or 'targets')")
     p.add_argument("--calibration", type=Path, help=".npz with 'inputs' for static int8 (a set apart from --data)")
@@ -79,9 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                    "order (ONNX: read from the graph); with several, --data holds one array per input name")
     p.add_argument("--output-names", help="comma-separated output names of a PyTorch model (default: output, or "
                                           "output_0, output_1, ...)")
-    p.add_argument("--config", type=Path, default=Path("gate.toml"), help="the config to add to (created if absent)")
-    p.add_argument("--cache-dir", type=Path, default=Path(".tinygate-cache"))
-    return p
+    p.add_argument("--config", type=Path, default=Path("gate.toml"),
+                   help="the config to add to (created if absent); its folder is the project, where the layout is "
+                        "scaffolded (default: gate.toml here)")
+    p.add_argument("--cache-dir", type=Path, help="default: .tinygate-cache beside the config")
 
 
 def init(args: argparse.Namespace) -> str:
@@ -118,7 +123,10 @@ def init(args: argparse.Namespace) -> str:
     except GateError:
         cfg_path.write_text(existing, encoding="utf-8") if existing else cfg_path.unlink()
         raise
-    return entry + f"\n# written to {cfg_path}; run: pytest model_tests --gate-config {args.config}\n"
+    made = scaffold(cfg_path.parent)
+    return (entry + f"\n# written to {cfg_path}" + (f"; created {', '.join(made)}" if made else "")
+            + f"\n# run the gate (from any folder of the project): tinygate check"
+            + f"\n#   or, from anywhere: {sys.executable} -m pytest {cfg_path.parent / 'model_tests'}\n")
 
 
 def _rel(path: Path, cfg_path: Path) -> str:
@@ -185,7 +193,7 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
         model = config.load(scratch).models[name]
     finally:
         scratch.unlink()
-    cache = Cache(args.cache_dir.resolve())
+    cache = Cache((args.cache_dir or cfg_path.parent / ".tinygate-cache").resolve())
     ctx = pipeline.Context(model, cache)
     data = ctx.evaluation()
     float_art = pipeline.float_artifact(model)
@@ -277,3 +285,35 @@ def _variant_text(model: str, m: Measured) -> str:
     figures = ", ".join(f"{k} {v:.4g}" for k, v in m.figures.items())
     warning = f"# WARNING: {m.warning}\n" if m.warning else ""
     return f"{head}# measured: {figures}\n{warning}steps = {_toml(m.steps)}\nbudgets = {_toml(m.budgets)}\n"
+
+
+SCAFFOLD = {  # the layout of a gated project; a file that exists is left as it is
+    "conftest.py": '"""Fixtures of this project\'s own go here or in fixtures/; the gate\'s come from the tinygate plugin."""\n',
+    "model_tests/test_gate.py": (
+        '"""The gate: every check of tinygate on every model and variant in gate.toml. Add tests of your own beside\n'
+        'it; a test that asks for `variant` runs once per variant, one that asks for a step (`prune`, ...) gets the\n'
+        'artifact that step made."""\n\nfrom tinygate.pytest_checks import *  # noqa: F403\n'),
+    "fixtures/README.md": ("# fixtures/\n\nFixtures and steps of this project's own. A step is a function declared with\n"
+                           "`@tinygate.step(consumes=..., produces=..., **params)` and named under `[steps]` in\n"
+                           "gate.toml (`my_step = \"fixtures.steps:my_step\"`).\n"),
+    "reports/.gitignore": "latest/\n",
+    "pyproject.toml": ('[tool.pytest.ini_options]\ntestpaths = ["model_tests"]\naddopts = ["--strict-markers", "-ra"]\n'
+                       'gate_config = "gate.toml"\n'),
+    "tox.ini": ("[tox]\nenvlist = gate\nskipsdist = true\n\n[testenv:gate]\n"
+                "# the CPU build of torch first (a plain `pip install torch` pulls CUDA packages on Linux)\n"
+                "commands_pre = pip install torch --index-url https://download.pytorch.org/whl/cpu\n"
+                "deps = tinygate[onnx,coreml]\ncommands = pytest model_tests {posargs}\n"),
+}
+
+
+def scaffold(project: Path) -> list[str]:
+    """Write the parts of the layout the project lacks (never overwriting a file); the paths written."""
+    made = []
+    for rel, text in SCAFFOLD.items():
+        path = project / rel
+        if path.exists() or path.is_symlink():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        made.append(rel)
+    return made

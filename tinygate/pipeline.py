@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from tinygate.cache import Cache, digest_path, key_of, tool_versions
 from tinygate.config import DataSpec, Model, Step
 from tinygate.data import Dataset
 from tinygate.errors import GateError
-from tinygate.steps import STEPS
+from tinygate.steps import STEPS, StepSpec
 
 
 def load_data(spec: DataSpec, where: str) -> Dataset:
@@ -66,6 +66,7 @@ class Context:
 
     model: Model
     cache: Cache
+    steps: dict[str, StepSpec] = field(default_factory=lambda: dict(STEPS))
 
     def example_inputs(self) -> tuple[np.ndarray, ...]:
         """Fixed, seeded inputs of the configured shapes, one per model input, for tracing, export and timing."""
@@ -146,8 +147,10 @@ def _output_shapes(art: Artifact, inputs: tuple) -> tuple[tuple[int, ...], ...]:
 
 def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     """Apply one step to an artifact, or find its result in the cache."""
-    spec = STEPS[step.name]
+    spec = ctx.steps[step.name]
     parts = dict(input=src.digest, step=step.name, params=step.params, tools=tool_versions())
+    if spec.user:
+        parts.update(code=spec.code_digest(), function=spec.module, produces=spec.produces)
     if spec.consumes == ("torch",):
         parts.update(factory=src.factory, input_shape=ctx.model.input_shape,
                      io=(ctx.model.inputs, ctx.model.output_names))

@@ -147,3 +147,15 @@ def compare_latency(base: Callable[[], object], new: Callable[[], object], slowd
         decision = decide_latency(np.array(ratios), slowdown_pct, p_value, final=len(ratios) >= max_rounds)
         if decision is not None:
             return decision
+
+
+def same_data(baseline, model: str, data_digest: str, variant_id: str, root) -> None:
+    """Refuse, naming both hashes, a baseline measured on other evaluation data: its per-sample scores cannot be
+    paired with today's."""
+    from tinygate.errors import GateError
+
+    theirs = baseline.data_digest(model)
+    if theirs != data_digest:
+        raise GateError(root, None, f"{variant_id}: the baseline was evaluated on different data "
+                                    f"(hash {str(theirs)[:12]}, today {data_digest[:12]}); per-sample comparison is "
+                                    "refused: accept a new baseline on today's data")

@@ -13,22 +13,8 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinygate.budgets import BUDGETS
 from tinygate.cache import tool_versions
-
-
-@dataclass
-class Check:
-    model: str
-    variant: str
-    check: str
-    value: float | str | None
-    budget: float | str | None
-    unit: str
-    passed: bool
-    backend: str
-    note: str = ""
-    op: str = ""  # how value is compared with budget: ">=", "<=" or "=="
+from tinygate.checks import FAIL, PASS, Check, measured
 
 
 @dataclass
@@ -61,34 +47,13 @@ class Recorder:
         self.artifacts.update(doc["artifacts"])
         self.samples.update(doc["samples"])
 
-    def check(self, model: str, variant: str, key: str, value: float, budget: float, backend: str,
-              note: str = "") -> Check:
-        spec = BUDGETS[key]
-        result = Check(model, variant, key, _measured(value), budget, spec.unit, spec.holds(value, budget),
-                       backend, note, ">=" if spec.kind == "min" else "<=")
-        self.checks.append(result)
-        return result
-
     def record(self, model: str, variant: str, check: str, value: float, budget: float, unit: str, passed: bool,
                backend: str, note: str = "", op: str = "<=") -> Check:
         """A check that is not a configured budget (a math bound): recorded the same way."""
-        result = Check(model, variant, check, _measured(value), budget, unit, passed, backend, note, op)
+        result = Check(model, variant, check, measured(value), budget, unit, PASS if passed else FAIL, backend, note,
+                       op, "" if passed else note)
         self.checks.append(result)
         return result
-
-    def spec_check(self, model: str, variant: str, name: str, actual: object, expected: object, backend: str,
-                   note: str = "") -> Check:
-        """A structural check (names, shapes, precision): passes when actual equals expected."""
-        result = Check(model, variant, name, str(actual), str(expected), "", actual == expected, backend, note, "==")
-        self.checks.append(result)
-        return result
-
-
-def _measured(value: object) -> float | str | None:
-    """A measured figure as JSON can hold it: NaN (unmeasurable) is None, an infinity is "inf" or "-inf"."""
-    if isinstance(value, int | float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return _finite(value)
 
 
 def _finite(value: object) -> float | None:
@@ -122,7 +87,7 @@ def table_rows(rec: Recorder) -> list[tuple[str, ...]]:
     rows = []
     for c in rec.checks:
         rows.append((f"{c.model}-{c.variant}", c.check, f"{_fmt(c.value)} {c.unit}".strip(),
-                     f"{c.op} {_fmt(c.budget)}", "pass" if c.passed else "FAIL", c.backend))
+                     f"{c.op} {_fmt(c.budget)}", c.verdict if c.passed else c.verdict.upper(), c.backend))
     return rows
 
 

@@ -1,7 +1,9 @@
 """The optimization steps a variant chains: what each consumes and produces, and its parameters.
 
 Each step's build function lives in its own module and is imported only when the step runs, so a
-gate without coremltools can still validate and run its ONNX and torch variants.
+gate without coremltools can still validate and run its ONNX and torch variants. A user's own step is a
+function decorated with `tinygate.step(...)`, registered by a dotted path under `[steps]` in gate.toml or
+by an entry point in the `tinygate.steps` group (tinygate.steps.registry).
 """
 
 from __future__ import annotations
@@ -40,40 +42,69 @@ class StepSpec:
     name: str
     consumes: tuple[str, ...]
     produces: str
-    module: str  # tinygate.steps.<module>:<function>
+    module: str  # package.module:function, called as function(artifact, params, context, out_dir) -> path
     params: dict[str, Param] = field(default_factory=dict)
     uses_calibration: bool = False
+    user: bool = False  # registered by the user: its module's source is part of every cache key it makes
 
     def build_fn(self) -> Callable[..., Any]:
         module, func = self.module.split(":")
-        return getattr(importlib.import_module(f"tinygate.steps.{module}"), func)
+        return getattr(importlib.import_module(module), func)
+
+    def code_digest(self) -> str:
+        """The hash of the step's module source (a user step): editing the step rebuilds what it made."""
+        from pathlib import Path
+
+        from tinygate.cache import digest_path
+
+        return digest_path(Path(importlib.import_module(self.module.split(":")[0]).__file__))
+
+
+def step(*, consumes: str | tuple[str, ...], produces: str, calibration: bool = False, **params: Any):
+    """Declare a function as a step: what artifact kind it takes and makes (torch, torchscript, onnx, mlpackage),
+    whether it needs the calibration set, and its parameters with their defaults (their types follow).
+
+        @tinygate.step(consumes="torch", produces="torch", scale=0.5)
+        def shrink(src, params, ctx, out):  # -> the path of the artifact written under `out`
+    """
+    consumes = (consumes,) if isinstance(consumes, str) else tuple(consumes)
+    for kind in (*consumes, produces):
+        if kind not in BACKEND:
+            raise ValueError(f"unknown artifact kind {kind!r} (known: {', '.join(BACKEND)})")
+
+    def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.tinygate_step = StepSpec(fn.__name__, consumes, produces, f"{fn.__module__}:{fn.__qualname__}",
+                                    {k: Param(float if isinstance(v, float) else type(v), v) for k, v in params.items()},
+                                    calibration, user=True)
+        return fn
+    return declare
 
 
 STEPS: dict[str, StepSpec] = {s.name: s for s in (
-    StepSpec("prune", ("torch",), "torch", "prune:prune",
+    StepSpec("prune", ("torch",), "torch", "tinygate.steps.prune:prune",
              {"rate": Param(float, 0.3, _between(0.0, 1.0, lo_open=True))}),
-    StepSpec("onnx_export", ("torch",), "onnx", "onnx_steps:export",
+    StepSpec("onnx_export", ("torch",), "onnx", "tinygate.steps.onnx_steps:export",
              {"opset": Param(int, 18, _between(13, 23))}),
-    StepSpec("ort_optimize", ("onnx",), "onnx", "onnx_steps:optimize",
+    StepSpec("ort_optimize", ("onnx",), "onnx", "tinygate.steps.onnx_steps:optimize",
              {"level": Param(str, "basic", _one_of("basic", "extended", "all"))}),
-    StepSpec("ort_fp16", ("onnx",), "onnx", "onnx_steps:fp16"),
-    StepSpec("ort_int8_dynamic", ("onnx",), "onnx", "onnx_steps:int8_dynamic",
+    StepSpec("ort_fp16", ("onnx",), "onnx", "tinygate.steps.onnx_steps:fp16"),
+    StepSpec("ort_int8_dynamic", ("onnx",), "onnx", "tinygate.steps.onnx_steps:int8_dynamic",
              {"per_channel": Param(bool, False), "reduce_range": Param(bool, False)}),
-    StepSpec("ort_int8_static", ("onnx",), "onnx", "onnx_steps:int8_static",
+    StepSpec("ort_int8_static", ("onnx",), "onnx", "tinygate.steps.onnx_steps:int8_static",
              {"per_channel": Param(bool, True),
               "calibration": Param(str, "minmax", _one_of("minmax", "entropy", "percentile"))},
              uses_calibration=True),
-    StepSpec("torch_int8", ("torch",), "torchscript", "torch_int8:quantize",
+    StepSpec("torch_int8", ("torch",), "torchscript", "tinygate.steps.torch_int8:quantize",
              {"backend": Param(str, "x86", _one_of("x86", "fbgemm", "qnnpack"))},
              uses_calibration=True),
-    StepSpec("coreml", ("torch",), "mlpackage", "coreml_steps:convert",
+    StepSpec("coreml", ("torch",), "mlpackage", "tinygate.steps.coreml_steps:convert",
              {"precision": Param(str, "fp16", _one_of("fp16", "fp32")),
               "target": Param(str, "iOS16", _one_of("iOS15", "iOS16", "iOS17", "iOS18", "macOS13", "macOS14"))}),
-    StepSpec("coreml_int8", ("mlpackage",), "mlpackage", "coreml_steps:linear_int8",
+    StepSpec("coreml_int8", ("mlpackage",), "mlpackage", "tinygate.steps.coreml_steps:linear_int8",
              {"mode": Param(str, "linear_symmetric", _one_of("linear", "linear_symmetric")),
               "granularity": Param(str, "per_channel", _one_of("per_tensor", "per_channel")),
               "weight_threshold": Param(int, 0, _between(0, 2**31))}),
-    StepSpec("coreml_palettize", ("mlpackage",), "mlpackage", "coreml_steps:palettize",
+    StepSpec("coreml_palettize", ("mlpackage",), "mlpackage", "tinygate.steps.coreml_steps:palettize",
              {"nbits": Param(int, 4, _one_of(1, 2, 3, 4, 6, 8)),
               "mode": Param(str, "kmeans", _one_of("kmeans", "uniform")),
               "weight_threshold": Param(int, 0, _between(0, 2**31))}),

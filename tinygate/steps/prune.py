@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_model
 from torch.nn.utils import prune as torch_prune
 
-from tinygate.artifacts import Artifact, load_torch
+from tinygate.artifacts import Artifact, load_torch, save_torch
 
 
 def prune(src: Artifact, params: dict, ctx, out: Path) -> Path:
@@ -24,6 +23,4 @@ def prune(src: Artifact, params: dict, ctx, out: Path) -> Path:
     for layer in layers:
         torch_prune.l1_unstructured(layer, "weight", amount=params["rate"])
         torch_prune.remove(layer, "weight")
-    path = out / "model.safetensors"
-    save_model(model, str(path))
-    return path
+    return save_torch(model, out)

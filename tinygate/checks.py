@@ -1,0 +1,244 @@
+"""Check records and the budget checks: each turns a variant's measurements into a Check.
+
+A Check is what every view speaks (terminal table, results.json, summary.md, JUnit, history): the
+value measured, the budget it is held to, and a verdict: pass, fail, or not measured (with the reason).
+The functions here take a tinygate.gate.VariantRun and know nothing of pytest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tinygate.budgets import BUDGETS, QUANTIZING_STEPS, default_weight_sqnr_db
+
+if TYPE_CHECKING:
+    from tinygate.gate import VariantRun
+
+PASS, FAIL, NOT_MEASURED = "pass", "fail", "not measured"
+
+
+@dataclass
+class Check:
+    model: str
+    variant: str
+    check: str
+    value: float | str | None
+    budget: float | str | None
+    unit: str
+    verdict: str  # pass | fail | not measured
+    backend: str
+    note: str = ""
+    op: str = ""  # how value is compared with budget: ">=", "<=" or "=="
+    reason: str = ""  # a failure or a not-measured verdict, in one line
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == PASS
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.variant}"
+
+
+def measured(value: object) -> float | str | None:
+    """A measured figure as JSON can hold it: NaN (unmeasurable) is None, an infinity is "inf" or "-inf"."""
+    if isinstance(value, int | float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def budget_check(run: VariantRun, key: str, value: float, note: str = "", budget: float | None = None,
+                 explain: Callable[[], str] | None = None, measured_on: str | None = None) -> Check:
+    """Hold a measured value to a budget key (the variant's own unless `budget` is given)."""
+    v, spec = run.variant, BUDGETS[key]
+    budget = v.budgets[key] if budget is None else budget
+    ok = spec.holds(value, budget)
+    reason = ""
+    if not ok:
+        op = "below the floor" if spec.kind == "min" else "above the limit"
+        where = f" on the {measured_on}" if measured_on == "MIL interpreter" else ""
+        shown = "NaN" if value is None or value != value else f"{value:.4g}"
+        reason = (f"{v.id}: {spec.label} {shown} {spec.unit}{where} is {op} {budget:g} {spec.unit}"
+                  + (f" ({note})" if note else "") + (f"; {explain()}" if explain else ""))
+    return Check(v.model, v.name, key, measured(value), budget, spec.unit, PASS if ok else FAIL,
+                 measured_on or v.backend, note, ">=" if spec.kind == "min" else "<=", reason)
+
+
+def spec_check(run: VariantRun, name: str, actual: object, expected: object, note: str = "") -> Check:
+    """A structural check (names, shapes, precision): passes when actual equals expected."""
+    v = run.variant
+    ok = actual == expected
+    reason = "" if ok else f"{v.id}: {name} is {actual!r}, expected {expected!r}" + (f" ({note})" if note else "")
+    return Check(v.model, v.name, name, str(actual), str(expected), "", PASS if ok else FAIL, v.backend, note,
+                 "==", reason)
+
+
+def not_measured(run: VariantRun, key: str, reason: str) -> Check:
+    spec = BUDGETS.get(key)
+    v = run.variant
+    return Check(v.model, v.name, key, None, v.budgets.get(key), spec.unit if spec else "", NOT_MEASURED,
+                 v.backend, "", "", reason)
+
+
+# -- size ----------------------------------------------------------------------------------------------------
+
+def size_kb(run: VariantRun) -> list[Check]:
+    art = run.artifact()
+    return [budget_check(run, "max_size_kb", art.disk_bytes() / 1000, note=str(art.path))]
+
+
+def size_ratio(run: VariantRun) -> list[Check]:
+    mine, base = run.artifact().disk_bytes(), run.float_artifact().disk_bytes()
+    return [budget_check(run, "max_size_ratio", mine / base, note=f"{mine} bytes vs float {base} bytes")]
+
+
+def transfer_kb(run: VariantRun) -> list[Check]:
+    return [budget_check(run, "max_transfer_kb", run.artifact().transfer_bytes() / 1000,
+                         note="gzip -9 / deflated zip")]
+
+
+# -- quality against ground truth and the float model --------------------------------------------------------
+
+def _quality(key: str, figure: Callable, note: str = "", against_float: bool = False):
+    def check(run: VariantRun) -> list[Check]:
+        scores = run.scores()
+        value, detail = figure(scores, run.float_scores()) if against_float else (figure(scores), note)
+        return [budget_check(run, key, value, note=detail, explain=run.explain(), measured_on=scores.backend)]
+    check.__doc__ = f"{BUDGETS[key].label} ({key})"
+    return check
+
+
+def _mean(name: str, scale: float = 1.0):
+    from tinygate import metrics
+
+    return lambda s: scale * metrics.mean(s[name])
+
+
+def _drop(name: str, scale: float, unit: str, digits: int):
+    from tinygate import metrics
+
+    def figure(mine, base):
+        b, m = scale * metrics.mean(base[name]), scale * metrics.mean(mine[name])
+        return b - m, f"float {b:.{digits}f}{unit}, this variant {m:.{digits}f}{unit}"
+    return figure
+
+
+def _p5(s) -> float:
+    from tinygate import metrics
+
+    return metrics.percentile(s["psnr"], 5)
+
+
+def _agreement(mine, base):
+    from tinygate import metrics
+
+    return metrics.agreement_pct(mine["predictions"], base["predictions"]), ""
+
+
+# -- fidelity to the float model, per output -----------------------------------------------------------------
+
+def _fidelity(key: str, figure: str):
+    def check(run: VariantRun) -> list[Check]:
+        from tinygate.artifacts import backend_name
+        from tinygate.fidelity import worst
+
+        results = run.fidelity()
+        bad = worst(results, figure, BUDGETS[key].kind)
+        others = ", ".join(f"{r.output} {getattr(r, figure):.4g}" for r in results if r is not bad)
+        return [budget_check(run, key, getattr(bad, figure),
+                             note=f"worst output {bad.output!r}" + (f"; {others}" if others else ""),
+                             measured_on=backend_name(run.variant.kind))]
+    check.__doc__ = f"{BUDGETS[key].label}, the worst output decides ({key})"
+    return check
+
+
+# -- quantized weights read back from the artifact -----------------------------------------------------------
+
+def quantized_weights(run: VariantRun) -> list[Check]:
+    """Every quantized tensor dequantizes to within its bound of the float weight (S/2 for int8, the nearest
+    entry for a look-up table), and the worst tensor's SQNR stays above the floor."""
+    from tinygate import quant_artifacts
+    from tinygate.errors import GateError
+
+    v, art, weights = run.variant, run.artifact(), run.reference_weights()
+    tensors = quant_artifacts.read(art, list(weights))
+    if not tensors:
+        raise GateError(art.path, None, f"{v.id}: holds no quantized weight that matches a float weight")
+    checks = [quant_artifacts.check_tensor(t, weights[t.name]) for t in tensors]
+    worst = max(checks, key=lambda c: c.max_error / c.bound if c.bound > 0 else float("inf"))
+    ratio = worst.max_error / worst.bound if worst.bound > 0 else float("inf")
+    reason = "" if worst.within_bound else (
+        f"{v.id}: quantized weight {worst.stored} (float {worst.name}) is off by {worst.max_error:.4g} at "
+        f"{worst.where}, above its bound {worst.bound:.4g} (scale {worst.scale:.4g}); SQNR {worst.sqnr_db:.1f} dB")
+    bound = Check(v.model, v.name, "weight_error_vs_bound", measured(ratio), 1.0, "x bound",
+                  PASS if worst.within_bound else FAIL, v.backend, f"worst {worst.stored}", "<=", reason)
+    step = next(s for s in v.steps if s.name in QUANTIZING_STEPS)
+    lowest = min(checks, key=lambda c: c.sqnr_db)
+    floor = v.budgets.get("min_weight_sqnr_db", default_weight_sqnr_db(step.name, step.params))
+    return [bound, budget_check(run, "min_weight_sqnr_db", lowest.sqnr_db, note=f"worst tensor {lowest.stored}",
+                                budget=floor)]
+
+
+# -- Core ML packages, from their spec -----------------------------------------------------------------------
+
+def _coreml_spec(run: VariantRun):
+    from tinygate import coreml_spec as spec_of
+    from tinygate.errors import GateError
+
+    art = run.artifact()
+    try:
+        return spec_of.describe(art.path)
+    except Exception as exc:
+        raise GateError(art.path, None, f"{run.variant.id}: does not load as a Core ML spec: {exc}") from None
+
+
+def coreml_program(run: VariantRun) -> list[Check]:
+    """The package loads as an mlprogram."""
+    return [spec_check(run, "model_type", _coreml_spec(run).model_type, "mlProgram")]
+
+
+def coreml_interface(run: VariantRun) -> list[Check]:
+    """Its input and output names and shapes are the float model's."""
+    from tinygate import pipeline
+
+    desc = _coreml_spec(run)
+    return [spec_check(run, "inputs", desc.inputs, dict(run.model.inputs)),
+            spec_check(run, "outputs", desc.outputs, pipeline.float_output_shapes(run.model))]
+
+
+def coreml_precision(run: VariantRun) -> list[Check]:
+    """It declares the configured compute precision and deployment target."""
+    from tinygate import coreml_spec as spec_of
+
+    desc, params = _coreml_spec(run), next(s.params for s in run.variant.steps if s.name == "coreml")
+    return [spec_check(run, "compute_precision", desc.precision, params["precision"]),
+            spec_check(run, "spec_version", desc.spec_version, spec_of.SPEC_VERSION[params["target"]],
+                       note=f"minimum deployment target {params['target']}")]
+
+
+SPEC_CHECKS = {"coreml_program": coreml_program, "coreml_interface": coreml_interface,
+               "coreml_precision": coreml_precision}
+
+
+# Budget key -> the check that measures it. Latency keys are timed (tinygate.gate.VariantRun.latency).
+BUDGET_CHECKS: dict[str, Callable[[VariantRun], list[Check]]] = {
+    "max_size_kb": size_kb,
+    "max_size_ratio": size_ratio,
+    "max_transfer_kb": transfer_kb,
+    "min_psnr_db": _quality("min_psnr_db", _mean("psnr")),
+    "min_psnr_p5_db": _quality("min_psnr_p5_db", _p5, note="5th percentile over the evaluation set"),
+    "min_ssim": _quality("min_ssim", _mean("ssim")),
+    "max_psnr_drop_db": _quality("max_psnr_drop_db", _drop("psnr", 1.0, " dB", 3), against_float=True),
+    "min_accuracy_pct": _quality("min_accuracy_pct", _mean("correct", 100.0)),
+    "max_accuracy_drop_pct": _quality("max_accuracy_drop_pct", _drop("correct", 100.0, "%", 2), against_float=True),
+    "min_top1_agreement_pct": _quality("min_top1_agreement_pct", _agreement, against_float=True),
+    "min_output_sqnr_db": _fidelity("min_output_sqnr_db", "sqnr_db"),
+    "max_output_abs_diff": _fidelity("max_output_abs_diff", "max_abs_diff"),
+    "min_output_cosine": _fidelity("min_output_cosine", "cosine"),
+    "min_output_top1_agreement_pct": _fidelity("min_output_top1_agreement_pct", "top1_agreement_pct"),
+    "min_weight_sqnr_db": quantized_weights,
+}
+LATENCY = ("max_p50_ms", "max_p95_ms", "max_memory_growth_mb", "min_speedup")

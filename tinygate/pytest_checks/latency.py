@@ -1,0 +1,91 @@
+"""Latency of every variant on this machine (pytest-benchmark), its speedup over a reference variant, and
+peak memory growth. One benchmark group per model, so pytest-benchmark's table compares its variants."""
+
+import numpy as np
+import pytest
+
+from tinygate import latency, pipeline
+from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+from tinygate.errors import GateError
+from tinygate.pytest_plugin import measured
+
+__all__ = ["test_latency", "test_speedup"]
+
+
+@pytest.fixture
+def timed_runner(variant_run, gate_threads):
+    """The artifact's runner (session built outside any timed region) and seeded inputs of the configured
+    shapes, run once untimed so that a model that cannot run fails here with one line."""
+    variant = variant_run.variant
+    if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
+        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
+                    "speed says nothing about a device")
+    artifact = measured(variant_run.artifact)
+    xs = pipeline.example_inputs(variant_run.model)
+    try:
+        run = runner(artifact, gate_threads)
+        run(*xs)
+        return run, xs
+    except GateError as exc:
+        failure = str(exc)
+    except Exception as exc:  # the model itself crashes on a well-formed input
+        failure = f"{variant.id}: {artifact.path} fails to run: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    pytest.fail(failure, pytrace=False)
+
+
+@pytest.mark.latency
+def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, gate_verdict, gate_recorder,
+                 pytestconfig):
+    run, xs = timed_runner
+    benchmark.group = variant.model
+    benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
+    rounds = pytestconfig.getoption("--gate-latency-rounds")
+    before = latency.peak_rss_mb()
+    benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=5, iterations=1)
+    if benchmark.stats is None and not pytestconfig.getoption("benchmark_disable"):
+        # pytest-benchmark turns itself off under pytest-xdist; this test holds the machine alone there
+        # (the plugin's machine lock), so it is timed the same way by hand rather than not at all.
+        times = latency.timings(run, xs, rounds, warmup=5)
+    elif benchmark.stats is None:  # --benchmark-disable: the user asked for no timing
+        if {"max_p50_ms", "max_p95_ms"} & set(variant.budgets):
+            pytest.fail(f"{variant.id}: latency budgets set, but timing is disabled (--benchmark-disable)",
+                        pytrace=False)
+        pytest.skip(f"{variant.id}: timing is disabled (--benchmark-disable)")
+    else:
+        times = np.asarray(benchmark.stats.stats.data)
+    growth = latency.peak_rss_mb() - before
+    times_ms = times * 1000
+    p50, p95 = float(np.percentile(times_ms, 50)), float(np.percentile(times_ms, 95))
+    gate_recorder.figure(variant.id, p50_ms=p50, p95_ms=p95, threads=gate_threads, memory_growth_mb=growth)
+    if "max_memory_growth_mb" in variant.budgets:
+        gate_verdict("max_memory_growth_mb", growth, note="peak RSS during the timed calls")
+    absolute = [k for k in ("max_p50_ms", "max_p95_ms") if k in variant.budgets]
+    if absolute:
+        profile = gate_config.machines[variant.machine]
+        if not latency.matches(profile):
+            pytest.skip(f"{variant.id}: {', '.join(absolute)} hold on machine profile {variant.machine!r} "
+                        f"({profile['cpu_model']}); this machine is {latency.cpu_model()!r}")
+        for key, value in (("max_p50_ms", p50), ("max_p95_ms", p95)):
+            if key in variant.budgets:
+                gate_verdict(key, value, note=f"{len(times_ms)} rounds, {gate_threads} thread(s)")
+
+
+@pytest.mark.latency
+@pytest.mark.budget("min_speedup")
+def test_speedup(timed_runner, variant, gate, gate_threads, gate_verdict, pytestconfig):
+    """Times the reference variant and this one alternately in this process, so both see the same machine."""
+    run, xs = timed_runner
+    reference = gate.config.models[variant.model].variants[variant.speedup_reference]
+    ref_art = measured(gate.variant(reference).artifact)
+    try:
+        ref_run = runner(ref_art, gate_threads)
+    except GateError as exc:
+        failure = f"{variant.id}: speedup reference {reference.id}: {exc}"
+        ref_run = None
+    if ref_run is None:
+        pytest.fail(failure, pytrace=False)
+    ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs),
+                                           rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5)
+    speedup = float(np.median(ref_times) / np.median(times))
+    gate_verdict("min_speedup", speedup, note=f"median {1000 * np.median(times):.3g} ms vs {reference.name} "
+                                              f"{1000 * np.median(ref_times):.3g} ms, {gate_threads} thread(s)")

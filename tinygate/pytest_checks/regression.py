@@ -1,0 +1,154 @@
+"""Regression against the baseline (the last released state, REPORTS/baseline/): size growth beyond a
+percentage and an absolute floor; quality paired on the same evaluation samples, against the baseline
+and, as a drift guard, against the first baseline of the release line; latency timed interleaved with the
+baseline's own artifact. Thresholds: `[regression]` in gate.toml (tinygate.config.RegressionSettings)."""
+
+import numpy as np
+import pytest
+
+from tinygate import regression
+from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+from tinygate.errors import GateError
+from tinygate.pytest_plugin import baseline_dir, measured
+
+__all__ = ["test_size_vs_baseline", "test_quality_vs_baseline", "test_quality_drift_vs_release_line_start",
+           "test_latency_vs_baseline", "test_latency_absolute_vs_baseline"]
+
+regression_ = pytest.mark.regression
+
+
+def _record(gate_recorder, variant, check, verdict, budget, unit, note, op, measured_on=None):
+    """Record the comparison in the report (value, the threshold it is held to) and fail if it regressed."""
+    gate_recorder.record(variant.model, variant.name, check, verdict.figure, budget, unit, not verdict.regressed,
+                         measured_on or variant.backend, note, op)
+    if verdict.regressed:
+        pytest.fail(f"{variant.id}: regressed against the baseline: {check}: {verdict.detail}", pytrace=False)
+
+
+def _skip_coreml_off_macos(variant) -> None:
+    if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
+        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only)")
+
+
+@regression_
+def test_size_vs_baseline(artifact, variant_baseline, variant, gate_config, gate_recorder):
+    settings = gate_config.regression
+    if not isinstance(variant_baseline.get("bytes"), int):
+        pytest.fail(f"{variant.id}: the baseline has no size for this variant; accept a new baseline", pytrace=False)
+    verdict = regression.size_growth(variant_baseline["bytes"], artifact.disk_bytes(), settings.size_growth_pct,
+                                     settings.size_growth_floor_kb * 1000)
+    _record(gate_recorder, variant, "size_growth_vs_baseline", verdict, settings.size_growth_pct, "%",
+            verdict.detail, "<=")
+
+
+def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, max_psnr, max_acc, check):
+    """Pair today's per-sample scores with those of a baseline (`against`) on the same evaluation data."""
+    model = gate_config.models[variant.model]
+    measured(lambda: regression.same_data(against, variant.model, gate_recorder.data[variant.model], variant.id,
+                                          baseline_dir(pytestconfig)))
+    theirs = against.samples(variant.id)
+    if theirs is None:
+        pytest.skip(f"{variant.id}: the baseline holds no per-sample scores for this variant")
+    settings = gate_config.regression
+    if model.task == "image":
+        verdict = regression.mean_delta(theirs["psnr"], scores["psnr"], max_psnr, settings.confidence)
+        _record(gate_recorder, variant, f"psnr_change_{check}", verdict, -max_psnr, "dB", verdict.detail, ">=",
+                scores.backend)
+    else:
+        verdict = regression.flipped(theirs["correct"], scores["correct"], max_acc, 1 - settings.confidence)
+        _record(gate_recorder, variant, f"accuracy_change_{check}", verdict, -max_acc, "pts", verdict.detail, ">=",
+                scores.backend)
+
+
+@pytest.fixture
+def quality_scores(variant, gate_config):
+    if gate_config.models[variant.model].task == "fidelity":
+        pytest.skip(f"{variant.id}: a fidelity model has no per-sample quality to pair with the baseline; its "
+                    "fidelity budgets compare it with the float model")
+
+
+@regression_
+def test_quality_vs_baseline(quality_scores, scores, gate_baseline, variant_baseline, variant, gate_config,
+                             gate_recorder, pytestconfig):
+    s = gate_config.regression
+    _paired(scores, variant, gate_config, gate_recorder, pytestconfig, gate_baseline, s.psnr_drop_db,
+            s.accuracy_drop_pct, "vs_baseline")
+
+
+@regression_
+def test_quality_drift_vs_release_line_start(quality_scores, scores, gate_baseline, variant_baseline, variant,
+                                             gate_config, gate_recorder, pytestconfig):
+    """Small drops that each pass against the last baseline must not add up unseen."""
+    first = gate_baseline.first
+    if first is None or first.variant(variant.id) is None:
+        pytest.skip(f"{variant.id}: no first baseline of the release line holds this variant")
+    s = gate_config.regression
+    _paired(scores, variant, gate_config, gate_recorder, pytestconfig, first, s.drift_psnr_db,
+            s.drift_accuracy_pct, "vs_release_line_start")
+
+
+@regression_
+@pytest.mark.latency
+def test_latency_vs_baseline(artifact, gate_baseline, variant_baseline, variant, variant_run, gate_config,
+                             gate_threads, gate_recorder):
+    """Baseline and candidate timed alternately, in random order, in this process: machine drift hits both."""
+    from tinygate.history import fingerprint
+
+    _skip_coreml_off_macos(variant)
+    s = gate_config.regression
+    if variant_baseline.get("artifact") == artifact.digest:
+        verdict = regression.Verdict(False, 1.0, f"artifact identical to the baseline's (sha256 {artifact.digest[:12]})"
+                                                 ": the model cannot be slower")
+        _record(gate_recorder, variant, "latency_ratio_vs_baseline", verdict, 1 + s.slowdown_pct / 100, "x",
+                verdict.detail, "<=")
+        return
+    from tinygate import pipeline
+
+    xs = pipeline.example_inputs(variant_run.model)
+    try:
+        base_run = runner(gate_baseline.artifact(variant.id), gate_threads)
+        new_run = runner(artifact, gate_threads)
+    except GateError as exc:
+        failure = f"{variant.id}: {exc}"
+    else:
+        decision = regression.compare_latency(lambda: base_run(*xs), lambda: new_run(*xs), s.slowdown_pct,
+                                              s.latency_p_value, s.latency_rounds, s.latency_max_rounds)
+        verdict = regression.Verdict(decision.regressed, decision.median_ratio, decision.detail(s.slowdown_pct))
+        same_machine = gate_baseline.doc.get("machine", {}).get("id") == str(fingerprint()["id"])
+        note = verdict.detail + ("" if same_machine else "; the baseline was recorded on another machine: its "
+                                 "stored timings are refused (this interleaved comparison stands)")
+        _record(gate_recorder, variant, "latency_ratio_vs_baseline", verdict, 1 + s.slowdown_pct / 100, "x", note,
+                "<=")
+        return
+    pytest.fail(failure, pytrace=False)
+
+
+@regression_
+@pytest.mark.latency
+def test_latency_absolute_vs_baseline(artifact, gate_baseline, variant_baseline, variant, variant_run, gate_config,
+                                      gate_threads, gate_recorder, pytestconfig):
+    """Today's p50 against the p50 stored with the baseline: only on the machine the baseline was recorded
+    on; from another machine fingerprint the stored figure is refused, never compared."""
+    from tinygate import latency, pipeline
+    from tinygate.history import fingerprint
+
+    _skip_coreml_off_macos(variant)
+    theirs, here = gate_baseline.doc.get("machine", {}), fingerprint()
+    if theirs.get("id") != here["id"]:
+        pytest.skip(f"{variant.id}: refused: the baseline's latency was recorded on machine {theirs.get('id')} "
+                    f"({theirs.get('cpu_model')}, {theirs.get('cpu_count')} CPUs), this is {here['id']} "
+                    f"({here['cpu_model']}, {here['cpu_count']} CPUs); stored timings are not comparable across "
+                    "machines (test_latency_vs_baseline times both here instead)")
+    if not isinstance(variant_baseline.get("p50_ms"), int | float):
+        pytest.skip(f"{variant.id}: the baseline holds no latency figure (it was accepted without timing)")
+    p50 = gate_recorder.figures.get(variant.id, {}).get("p50_ms")
+    if p50 is None:  # test_latency did not run in this process: time it the same way
+        xs = pipeline.example_inputs(variant_run.model)
+        times = latency.timings(runner(artifact, gate_threads), xs, pytestconfig.getoption("--gate-latency-rounds"),
+                                warmup=5)
+        p50 = float(np.median(times) * 1000)
+    s = gate_config.regression
+    verdict = regression.absolute_latency(variant_baseline["p50_ms"], p50, s.absolute_slowdown_pct,
+                                          s.absolute_floor_ms)
+    _record(gate_recorder, variant, "latency_p50_vs_baseline", verdict, s.absolute_slowdown_pct, "%",
+            verdict.detail, "<=")

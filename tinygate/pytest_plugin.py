@@ -1,0 +1,385 @@
+"""The tinygate pytest plugin (entry point `pytest11`): installing tinygate is all a repository needs.
+
+It finds the gate config of the run, gives every test that asks for `variant` one parametrization per
+configured variant (id `model-variant`, marker torch / onnx / coreml), makes one fixture per step (named
+after the step: the artifact that step made for the variant under test), and writes the reports at the
+end. The checks themselves are test functions in tinygate.pytest_checks that a repository's test modules
+import. All the work is done by tinygate.gate; nothing here is needed to build, measure or judge.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+GATE = pytest.StashKey()  # the run's tinygate.gate.Gate, when the run has a gate config
+ACCEPTED = pytest.StashKey()  # what became of --gate-accept-baseline, for the terminal summary
+
+MARKERS = {
+    "torch": "checks of variants whose deployable artifact runs in PyTorch",
+    "onnx": "checks of variants whose deployable artifact is an ONNX model run by ONNX Runtime",
+    "coreml": "checks of variants whose deployable artifact is a Core ML mlprogram package",
+    "size": "artifact size budgets (bytes on disk, compressed transfer size, ratio to float)",
+    "quality": "quality budgets against ground truth and against the float model (PSNR, SSIM, accuracy, fidelity)",
+    "spec": "structural checks of an artifact (input/output names and shapes, precision, target)",
+    "quantization": "quantized weights read back from artifacts and checked against their error bound",
+    "latency": "latency, speedup and memory of each variant, timed with pytest-benchmark",
+    "regression": "comparisons with the accepted baseline: size, paired quality, interleaved latency",
+    "budget(key)": "the test checks this budget key; it runs for every variant that sets it",
+    "artifact_kind(kind)": "the test runs for every variant whose artifact is of this kind (e.g. mlpackage)",
+    "with_step(*names)": "the test runs for every variant that has one of these steps",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gate", "tinygate release gate")
+    group.addoption("--gate-config", default=None,
+                    help="the gate config (default: gate_config in the ini file, else gate.toml in the rootdir)")
+    group.addoption("--gate-cache-dir", default=None,
+                    help="where built artifacts and scores are cached (default: .tinygate-cache beside the config)")
+    group.addoption("--gate-reports-dir", default=None,
+                    help="reports go to DIR/latest/ (default: reports/ beside the config)")
+    group.addoption("--gate-threads", type=int, default=1, help="threads for torch and ONNX Runtime inference")
+    group.addoption("--gate-latency-rounds", type=int, default=30, help="timed calls per latency measurement")
+    group.addoption("--gate-max-file-mb", type=float, default=1024.0,
+                    help="refuse any model, weights or data file larger than this, before reading it")
+    group.addoption("--gate-baseline-dir", default=None,
+                    help="the baseline to compare with (default: REPORTS/baseline); CI passes the target branch's")
+    group.addoption("--gate-accept-baseline", action="store_true",
+                    help="make this run the baseline, if it passes every check (needs --gate-reason)")
+    group.addoption("--gate-reason", "--reason", dest="gate_reason", default="",
+                    help="why this run becomes the baseline (recorded in the history)")
+    group.addoption("--gate-new-release-line", action="store_true",
+                    help="with --gate-accept-baseline: also restart the drift guard from this baseline")
+    parser.addini("gate_config", "the gate config, relative to the ini file's folder (default: gate.toml)",
+                  default="")
+
+
+def config_path(config: pytest.Config) -> Path | None:
+    """The run's gate config: --gate-config (from the folder pytest was started in), else the ini file's
+    gate_config (from the ini file's folder), else gate.toml in the rootdir if there is one."""
+    given = config.getoption("--gate-config")
+    if given:
+        return _from(Path(config.invocation_params.dir), given)
+    ini = config.getini("gate_config")
+    if ini:
+        return _from(config.inipath.parent if config.inipath else config.rootpath, ini)
+    default = config.rootpath / "gate.toml"
+    return default if default.is_file() else None
+
+
+def _from(base: Path, given: str | os.PathLike) -> Path:
+    path = Path(given).expanduser()
+    return (path if path.is_absolute() else base / path).resolve()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    path = config_path(config)
+    if path is None:
+        if config.getoption("--gate-accept-baseline"):
+            raise pytest.UsageError("gate stopped: --gate-accept-baseline, but this run has no gate config")
+        return
+    from tinygate.errors import GateError
+    from tinygate.gate import Gate
+    from tinygate.safety import refuse_unsafe_environment, set_max_file_mb
+
+    try:
+        refuse_unsafe_environment()
+        set_max_file_mb(config.getoption("--gate-max-file-mb"))
+        cache = config.getoption("--gate-cache-dir")
+        gate = Gate(path, _from(Path(config.invocation_params.dir), cache) if cache else None,
+                    config.getoption("--gate-threads"))
+    except GateError as exc:
+        raise pytest.UsageError(f"gate stopped: {exc}") from None
+    if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
+        raise pytest.UsageError('gate stopped: --gate-accept-baseline needs --reason "why this is the new baseline"')
+    config.stash[GATE] = gate
+    config.pluginmanager.register(_step_fixtures(gate.config.steps), "tinygate-steps")
+    if config.getoption("benchmark_storage", None) == "file://./.benchmarks":  # pytest-benchmark's default
+        config.option.benchmark_storage = f"file://{reports_root(config) / 'benchmarks'}"
+
+
+def reports_root(config: pytest.Config) -> Path:
+    given = config.getoption("--gate-reports-dir")
+    if given:
+        return _from(Path(config.invocation_params.dir), given)
+    return config.stash[GATE].config.path.parent / "reports"
+
+
+def reports_dir(config: pytest.Config) -> Path:
+    """This run's reports: REPORTS/latest."""
+    return reports_root(config) / "latest"
+
+
+def baseline_dir(config: pytest.Config) -> Path:
+    """The baseline compared with: --gate-baseline-dir, else REPORTS/baseline."""
+    given = config.getoption("--gate-baseline-dir")
+    return _from(Path(config.invocation_params.dir), given) if given else reports_root(config) / "baseline"
+
+
+# -- one fixture per step --------------------------------------------------------------------------------------
+
+def _step_fixtures(steps) -> types.ModuleType:
+    """A plugin holding one fixture per step, named after it: the artifact that step made in the variant under
+    test (a test that asks for one runs for every variant with that step)."""
+    holder = types.ModuleType("tinygate_step_fixtures")
+    for name in steps:
+        setattr(holder, name, _step_fixture(name))
+    return holder
+
+
+def _step_fixture(name: str):
+    def step_artifact(variant_run):
+        return measured(lambda: variant_run.after(name))
+    step_artifact.__doc__ = f"The artifact the {name!r} step made for the variant under test (built once, cached)."
+    return pytest.fixture(name=name)(step_artifact)
+
+
+def measured(compute: Callable[[], object]):
+    """compute(), or the test fails with the gate's one-line message (a GateError: a user's or a model's fault)."""
+    from tinygate.errors import GateError
+
+    try:
+        return compute()
+    except GateError as exc:
+        failure = str(exc)
+    pytest.fail(failure, pytrace=False)
+
+
+# -- parametrization over the configured variants --------------------------------------------------------------
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "variant" not in metafunc.fixturenames:
+        return
+    gate = metafunc.config.stash.get(GATE, None)
+    if gate is None:
+        raise pytest.UsageError(
+            f"tinygate: {metafunc.definition.nodeid} needs a gate config: give --gate-config, set gate_config in "
+            f"the ini file, or put gate.toml in the rootdir ({metafunc.config.rootpath})")
+    variants = gate.config.variants
+    if (marker := metafunc.definition.get_closest_marker("budget")) is not None:
+        variants = [v for v in variants if marker.args[0] in v.budgets]
+    if (marker := metafunc.definition.get_closest_marker("artifact_kind")) is not None:
+        variants = [v for v in variants if v.kind == marker.args[0]]
+    if (marker := metafunc.definition.get_closest_marker("with_step")) is not None:
+        variants = [v for v in variants if any(s.name in marker.args for s in v.steps)]
+    for step in set(metafunc.fixturenames) & set(gate.config.steps):  # a step's artifact: variants with it
+        variants = [v for v in variants if any(s.name == step for s in v.steps)]
+    metafunc.parametrize(
+        "variant", [pytest.param(v, id=v.id, marks=getattr(pytest.mark, v.backend)) for v in variants]
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A check no variant asks for is not a skipped test: deselect it (it shows in the deselected count)."""
+    from tinygate.config import Variant
+
+    unused = [i for i in items if "variant" in getattr(i, "fixturenames", ())
+              and not isinstance(getattr(i, "callspec", None) and i.callspec.params.get("variant"), Variant)]
+    if unused:
+        config.hook.pytest_deselected(items=unused)
+        items[:] = [i for i in items if i not in unused]
+
+
+# -- fixtures ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def gate(pytestconfig: pytest.Config):
+    """The run's tinygate.gate.Gate: config, cache, and the record of every check."""
+    found = pytestconfig.stash.get(GATE, None)
+    if found is None:
+        pytest.fail("tinygate: this run has no gate config (--gate-config, gate_config in the ini file, or "
+                    f"gate.toml in {pytestconfig.rootpath})", pytrace=False)
+    return found
+
+
+@pytest.fixture(scope="session")
+def gate_config(gate):
+    return gate.config
+
+
+@pytest.fixture(scope="session")
+def gate_recorder(gate):
+    return gate.recorder
+
+
+@pytest.fixture(scope="session")
+def gate_threads(gate) -> int:
+    return gate.threads
+
+
+@pytest.fixture
+def variant_run(gate, variant):
+    """The variant under test, as the library sees it (tinygate.gate.VariantRun)."""
+    return gate.variant(variant)
+
+
+@pytest.fixture
+def artifact(variant_run):
+    """The variant's deployable artifact: the last of its chain of steps."""
+    return measured(variant_run.artifact)
+
+
+@pytest.fixture
+def float_artifact(variant_run):
+    return measured(variant_run.float_artifact)
+
+
+@pytest.fixture
+def scores(variant_run):
+    """Per-sample scores of the variant's artifact on the evaluation set."""
+    return measured(variant_run.scores)
+
+
+@pytest.fixture
+def float_scores(variant_run):
+    return measured(variant_run.float_scores)
+
+
+@pytest.fixture
+def output_fidelity(variant_run):
+    """Per-output fidelity of the variant to the float model on the evaluation inputs."""
+    return measured(variant_run.fidelity)
+
+
+@pytest.fixture
+def gate_verdict(variant_run, record_property) -> Callable[..., None]:
+    """Judge one of the gate's checks (a budget key) for the variant under test, or hold a `value` measured by
+    the test (a timing) to it: record it in the reports and in --junitxml, and fail the test with the value, the
+    budget and the context if it is not a pass."""
+    def verdict(key: str, value: float | None = None, note: str = "") -> None:
+        found = variant_run.check(key) if value is None else [variant_run.judge_value(key, value, note)]
+        for c in found:
+            record_property(c.check, c.value)
+            record_property(f"{c.check}_budget", c.budget)
+        bad = next((c for c in found if not c.passed), None)
+        if bad is not None:
+            pytest.fail(bad.reason, pytrace=False)
+    return verdict
+
+
+@pytest.fixture
+def gate_check(variant_run, record_property) -> Callable[..., None]:
+    """Record a check of your own (a figure your test measured, held to a limit) in the gate's reports, and
+    fail the test when it misses: gate_check("sparsity", 0.31, ">=", 0.29, unit="")."""
+    from tinygate.checks import FAIL, PASS, Check, measured
+
+    def check(name: str, value: float, op: str, limit: float, unit: str = "", note: str = "") -> None:
+        if op not in (">=", "<="):
+            raise ValueError(f"op must be '>=' or '<=', got {op!r}")
+        ok = value == value and (value >= limit if op == ">=" else value <= limit)
+        v = variant_run.variant
+        reason = "" if ok else f"{v.id}: {name} {value:.4g} {unit} is not {op} {limit:g} {unit}".replace("  ", " ")
+        variant_run.gate.recorder.checks.append(Check(v.model, v.name, name, measured(value), limit, unit,
+                                                      PASS if ok else FAIL, v.backend, note, op, reason))
+        record_property(name, value)
+        record_property(f"{name}_budget", limit)
+        if not ok:
+            pytest.fail(reason + (f" ({note})" if note else ""), pytrace=False)
+    return check
+
+
+@pytest.fixture(scope="session")
+def gate_baseline(pytestconfig: pytest.Config, gate):
+    """The accepted baseline (tinygate.baseline), or a skip saying how to accept one."""
+    from tinygate import baseline
+
+    root = baseline_dir(pytestconfig)
+    found = measured(lambda: baseline.load(root))
+    if found is None:
+        pytest.skip(f"no baseline under {root}: accept one with tinygate accept --reason \"...\"")
+    return found
+
+
+@pytest.fixture
+def variant_baseline(gate_baseline, variant) -> dict:
+    """This variant's record in the baseline; a new variant skips."""
+    found = gate_baseline.variant(variant.id)
+    if found is None:
+        pytest.skip(f"{variant.id}: not in the baseline (a new variant): nothing to compare with")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_timed(request: pytest.FixtureRequest):
+    """Under pytest-xdist, latency tests hold the machine exclusively and every other gate test holds it shared,
+    so no timing runs beside other work. Without xdist, tests run one at a time anyway."""
+    gate_ = request.config.stash.get(GATE, None)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or gate_ is None or "variant" not in request.fixturenames:
+        yield
+        return
+    from tinygate.latency import machine_lock
+
+    timed = request.node.get_closest_marker("latency") is not None
+    with machine_lock(gate_.cache.root / ".machine.lock", exclusive=timed):
+        yield
+
+
+# -- the end of the run: reports, history, baseline ------------------------------------------------------------
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tinygate import reports
+
+    gate_ = session.config.stash.get(GATE, None)
+    if gate_ is None:
+        return
+    rec = gate_.recorder
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: its controller writes the reports
+        session.config.workeroutput["tinygate"] = rec.dump()
+        return
+    if not (rec.checks or rec.figures):
+        return
+    reports.write(rec, reports_dir(session.config), int(exitstatus))
+    _history_and_baseline(session, gate_, int(exitstatus))
+
+
+def _history_and_baseline(session: pytest.Session, gate_, exitstatus: int) -> None:
+    """Append this run to REPORTS/history.jsonl, accept it as the baseline if asked (and allowed), redraw the
+    trend plot."""
+    from tinygate import baseline, history
+
+    config, cfg, rec = session.config, gate_.config, gate_.recorder
+    root = reports_root(config)
+    run = history.entry(rec, exitstatus, cfg.path.parent)
+    if config.getoption("--gate-accept-baseline"):
+        needs_samples = {v.id for v in cfg.variants if cfg.models[v.model].task != "fidelity"}
+        why_not = baseline.refusal(rec, exitstatus, [v.id for v in cfg.variants], needs_samples)
+        if why_not is None:
+            reason = config.getoption("gate_reason").strip()
+            target = baseline.accept(baseline_dir(config), rec, {**run, "reason": reason},
+                                     config.getoption("--gate-new-release-line"))
+            run.update(baseline=True, reason=reason)
+            config.stash[ACCEPTED] = f"baseline accepted: {target} ({reason})"
+        else:
+            config.stash[ACCEPTED] = f"baseline NOT accepted: {why_not}"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    history.append(root / "history.jsonl", run)
+    history.trend(history.read(root / "history.jsonl"), reports_dir(config) / "trend.png")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """pytest-xdist: gather each worker's checks and figures into the controller's recorder."""
+    gate_ = node.config.stash.get(GATE, None)
+    if gate_ is not None and "tinygate" in getattr(node, "workeroutput", {}):
+        gate_.recorder.merge(node.workeroutput["tinygate"])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    from tinygate import reports
+
+    gate_ = config.stash.get(GATE, None)
+    if gate_ is None or not gate_.recorder.checks:
+        return
+    terminalreporter.section("tinygate budgets")
+    for line in reports.terminal_table(gate_.recorder):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"reports: {reports_dir(config)}")
+    if ACCEPTED in config.stash:
+        terminalreporter.write_line(config.stash[ACCEPTED], bold=True)
