@@ -1,4 +1,5 @@
-"""The gate's shape: every budget key has exactly one test, and backend markers select exactly their variants."""
+"""The gate's shape: every budget key has a check test in the plugin, the bundled gate runs every one of them,
+and backend markers select exactly their variants."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from tinygate.budgets import BUDGETS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_every_budget_key_is_checked_by_a_gate_test():
-    source = "\n".join(p.read_text() for p in (REPO / "model_tests").glob("test_*.py"))
-    assert "gate_check(" in source
+def test_every_budget_key_is_checked_by_a_plugin_test_and_the_bundled_gate_runs_them_all():
+    import tinygate.pytest_checks as checks
+
+    source = "\n".join(p.read_text() for p in Path(checks.__file__).parent.glob("*.py"))
     unchecked = [key for key in BUDGETS if f'"{key}"' not in source]
     assert not unchecked, f"budget keys no gate test checks: {unchecked}"
+    bundled = "\n".join(p.read_text() for p in (REPO / "model_tests").glob("test_*.py"))
+    missing = [name for name in checks.__all__ if name not in bundled]
+    assert not missing, f"checks of the plugin the bundled gate does not run: {missing}"
 
 
 def _collect(*args: str) -> list[str]:

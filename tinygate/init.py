@@ -107,6 +107,8 @@ def init(args: argparse.Namespace) -> str:
 
     if args.model.suffix != ".onnx" and not args.factory:
         raise GateError(args.model, None, "a state dict needs --factory module:callable to build its module")
+    if str(cfg_path.parent) not in sys.path:  # a factory module beside the config imports as is (as in config.load)
+        sys.path.append(str(cfg_path.parent))
     input_names = _input_names(args)
     spec = config.DataSpec(npz=args.data.resolve(), input_names=input_names if len(input_names) > 1 else ())
     data = pipeline.load_data(spec, "--data")
@@ -125,7 +127,7 @@ def init(args: argparse.Namespace) -> str:
         raise
     made = scaffold(cfg_path.parent)
     return (entry + f"\n# written to {cfg_path}" + (f"; created {', '.join(made)}" if made else "")
-            + f"\n# run the gate (from any folder of the project): tinygate check"
+            + "\n# run the gate (from any folder of the project): tinygate check"
             + f"\n#   or, from anywhere: {sys.executable} -m pytest {cfg_path.parent / 'model_tests'}\n")
 
 
@@ -288,14 +290,15 @@ def _variant_text(model: str, m: Measured) -> str:
 
 
 SCAFFOLD = {  # the layout of a gated project; a file that exists is left as it is
-    "conftest.py": '"""Fixtures of this project\'s own go here or in fixtures/; the gate\'s come from the tinygate plugin."""\n',
+    "conftest.py": '"""Fixtures of this project\'s own go here or in fixtures/; the gate\'s come from tinygate."""\n',
     "model_tests/test_gate.py": (
         '"""The gate: every check of tinygate on every model and variant in gate.toml. Add tests of your own beside\n'
         'it; a test that asks for `variant` runs once per variant, one that asks for a step (`prune`, ...) gets the\n'
         'artifact that step made."""\n\nfrom tinygate.pytest_checks import *  # noqa: F403\n'),
-    "fixtures/README.md": ("# fixtures/\n\nFixtures and steps of this project's own. A step is a function declared with\n"
-                           "`@tinygate.step(consumes=..., produces=..., **params)` and named under `[steps]` in\n"
-                           "gate.toml (`my_step = \"fixtures.steps:my_step\"`).\n"),
+    "fixtures/README.md": (
+        "# fixtures/\n\nFixtures of this project's own (load a module from conftest.py: pytest_plugins = [...]).\n"
+        "A step of your own is a function declared with `@tinygate.step(consumes=..., produces=..., **params)`\n"
+        "in a module beside gate.toml, named under `[steps]` there: `my_step = \"my_steps:my_step\"`.\n"),
     "reports/.gitignore": "latest/\n",
     "pyproject.toml": ('[tool.pytest.ini_options]\ntestpaths = ["model_tests"]\naddopts = ["--strict-markers", "-ra"]\n'
                        'gate_config = "gate.toml"\n'),

@@ -306,6 +306,39 @@ def variant_baseline(gate_baseline, variant) -> dict:
     return found
 
 
+@pytest.fixture
+def timed_runner(variant_run, gate_threads):
+    """The artifact's runner (session built outside any timed region) and seeded inputs of the configured
+    shapes, run once untimed so that a model that cannot run fails here with one line."""
+    from tinygate import pipeline
+    from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+    from tinygate.errors import GateError
+
+    variant = variant_run.variant
+    if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
+        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
+                    "speed says nothing about a device")
+    artifact = measured(variant_run.artifact)
+    xs = pipeline.example_inputs(variant_run.model)
+    try:
+        run = runner(artifact, gate_threads)
+        run(*xs)
+        return run, xs
+    except GateError as exc:
+        failure = str(exc)
+    except Exception as exc:  # the model itself crashes on a well-formed input
+        failure = f"{variant.id}: {artifact.path} fails to run: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture
+def quality_scores(variant, gate_config):
+    """Skips a model without labels or targets: it has no per-sample quality to pair with a baseline."""
+    if gate_config.models[variant.model].task == "fidelity":
+        pytest.skip(f"{variant.id}: a fidelity model has no per-sample quality to pair with the baseline; its "
+                    "fidelity budgets compare it with the float model")
+
+
 @pytest.fixture(autouse=True)
 def _alone_when_timed(request: pytest.FixtureRequest):
     """Under pytest-xdist, latency tests hold the machine exclusively and every other gate test holds it shared,

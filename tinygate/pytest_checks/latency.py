@@ -4,33 +4,12 @@ peak memory growth. One benchmark group per model, so pytest-benchmark's table c
 import numpy as np
 import pytest
 
-from tinygate import latency, pipeline
-from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+from tinygate import latency
+from tinygate.artifacts import runner
 from tinygate.errors import GateError
 from tinygate.pytest_plugin import measured
 
 __all__ = ["test_latency", "test_speedup"]
-
-
-@pytest.fixture
-def timed_runner(variant_run, gate_threads):
-    """The artifact's runner (session built outside any timed region) and seeded inputs of the configured
-    shapes, run once untimed so that a model that cannot run fails here with one line."""
-    variant = variant_run.variant
-    if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
-        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
-                    "speed says nothing about a device")
-    artifact = measured(variant_run.artifact)
-    xs = pipeline.example_inputs(variant_run.model)
-    try:
-        run = runner(artifact, gate_threads)
-        run(*xs)
-        return run, xs
-    except GateError as exc:
-        failure = str(exc)
-    except Exception as exc:  # the model itself crashes on a well-formed input
-        failure = f"{variant.id}: {artifact.path} fails to run: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-    pytest.fail(failure, pytrace=False)
 
 
 @pytest.mark.latency

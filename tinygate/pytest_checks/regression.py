@@ -60,13 +60,6 @@ def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, 
                 scores.backend)
 
 
-@pytest.fixture
-def quality_scores(variant, gate_config):
-    if gate_config.models[variant.model].task == "fidelity":
-        pytest.skip(f"{variant.id}: a fidelity model has no per-sample quality to pair with the baseline; its "
-                    "fidelity budgets compare it with the float model")
-
-
 @regression_
 def test_quality_vs_baseline(quality_scores, scores, gate_baseline, variant_baseline, variant, gate_config,
                              gate_recorder, pytestconfig):

@@ -73,8 +73,8 @@ def step(*, consumes: str | tuple[str, ...], produces: str, calibration: bool = 
             raise ValueError(f"unknown artifact kind {kind!r} (known: {', '.join(BACKEND)})")
 
     def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn.tinygate_step = StepSpec(fn.__name__, consumes, produces, f"{fn.__module__}:{fn.__qualname__}",
-                                    {k: Param(float if isinstance(v, float) else type(v), v) for k, v in params.items()},
+        declared = {k: Param(float if isinstance(v, float) else type(v), v) for k, v in params.items()}
+        fn.tinygate_step = StepSpec(fn.__name__, consumes, produces, f"{fn.__module__}:{fn.__qualname__}", declared,
                                     calibration, user=True)
         return fn
     return declare
