@@ -220,32 +220,20 @@ def variant_run(gate, variant):
     return gate.variant(variant)
 
 
-@pytest.fixture
-def artifact(variant_run):
-    """The variant's deployable artifact: the last of its chain of steps."""
-    return measured(variant_run.artifact)
+def _measurement(name: str, method: str, doc: str):
+    """A fixture that hands a test one measurement of the variant under test (VariantRun.<method>)."""
+    def fixture(variant_run):
+        return measured(getattr(variant_run, method))
+    fixture.__doc__ = doc
+    return pytest.fixture(name=name)(fixture)
 
 
-@pytest.fixture
-def float_artifact(variant_run):
-    return measured(variant_run.float_artifact)
-
-
-@pytest.fixture
-def scores(variant_run):
-    """Per-sample scores of the variant's artifact on the evaluation set."""
-    return measured(variant_run.scores)
-
-
-@pytest.fixture
-def float_scores(variant_run):
-    return measured(variant_run.float_scores)
-
-
-@pytest.fixture
-def output_fidelity(variant_run):
-    """Per-output fidelity of the variant to the float model on the evaluation inputs."""
-    return measured(variant_run.fidelity)
+artifact = _measurement("artifact", "artifact", "The variant's deployable artifact: the last of its chain of steps.")
+float_artifact = _measurement("float_artifact", "float_artifact", "The float model the variant was made from.")
+scores = _measurement("scores", "scores", "Per-sample scores of the variant's artifact on the evaluation set.")
+float_scores = _measurement("float_scores", "float_scores", "Per-sample scores of the float model.")
+output_fidelity = _measurement("output_fidelity", "fidelity",
+                               "Per-output fidelity of the variant to the float model on the evaluation inputs.")
 
 
 @pytest.fixture
