@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from tinygate.budgets import BUDGETS, QUANTIZING_STEPS, default_weight_sqnr_db
@@ -41,6 +41,10 @@ class Check:
     @property
     def id(self) -> str:
         return f"{self.model}-{self.variant}"
+
+    def as_dict(self) -> dict:
+        """The record as results.json holds it: every field, and `passed` for readers that want a boolean."""
+        return {**asdict(self), "passed": self.passed}
 
 
 def measured(value: object) -> float | str | None:

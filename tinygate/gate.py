@@ -215,6 +215,10 @@ class VariantRun:
             found = fn(self)
         except GateError as exc:
             found = [checks_.not_measured(self, key, str(exc))]
+        except Exception as exc:  # a measurement that crashes is a check that cannot pass: say why, in one line
+            first = (str(exc).strip().splitlines() or [""])[0]
+            found = [checks_.not_measured(self, key, f"{self.variant.id}: {key} could not be measured: "
+                                                     f"{type(exc).__name__}: {first}")]
         self.gate.recorder.checks.extend(found)
         return found
 

@@ -164,7 +164,7 @@ def _header(args, name: str, task: str, input_names: tuple[str, ...], data, cfg_
     if args.calibration:
         lines.append(f'calibration = {{ npz = "{_rel(args.calibration, cfg_path)}" }}')
     margins = ", ".join(f"{k} {v:g}" for k, v in MARGINS.items())
-    return (f"# Written by `python -m tinygate init` from measured figures; margins: {margins}.\n"
+    return (f"# Written by `tinygate init` from measured figures; margins: {margins}.\n"
             + "\n".join(lines).replace("'", '"') + "\n")
 
 

@@ -61,6 +61,9 @@ def check_tensor(qt: QuantizedTensor, float_weight: np.ndarray) -> TensorCheck:
     map to its nearest table entry: bound = distance to the nearest entry + 2*value_eps*(|w| + |entry|).
     """
     w = float_weight.astype(np.float64)
+    if w.shape != qt.dequantized.shape and tuple(d for d in w.shape if d != 1) == \
+            tuple(d for d in qt.dequantized.shape if d != 1):  # a Conv1d kept as 2-D by its backend: same layout
+        w = w.reshape(qt.dequantized.shape)
     if w.shape != qt.dequantized.shape:
         raise ValueError(f"{qt.stored} has shape {qt.dequantized.shape}, float {qt.name} has {w.shape}")
     err = np.abs(qt.dequantized - w)

@@ -74,7 +74,7 @@ def write(rec: Recorder, out: Path, exitstatus: int) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     doc = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exitstatus": exitstatus,
            "machine": machine(), "tools": tool_versions(), "hashes": rec.hashes, "data": rec.data,
-           "figures": rec.figures, "checks": [asdict(c) for c in rec.checks]}
+           "figures": rec.figures, "checks": [c.as_dict() for c in rec.checks]}
     paths = [out / "results.json", out / "summary.md"]
     paths[0].write_text(json.dumps(doc, indent=2, sort_keys=False))
     paths[1].write_text(markdown(rec, exitstatus))
