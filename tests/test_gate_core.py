@@ -1,0 +1,122 @@
+"""The library core without pytest: Gate(config).variant(id).judge() gives check records (pass, fail, not
+measured with its reason), and steps of a user's own, by dotted path or entry point, are chained, cached and
+keyed by their code like the built-in ones."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bundled import model_table
+from tinygate import Gate
+from tinygate.errors import GateError
+
+STEPS_MODULE = '''
+import tinygate
+
+
+@tinygate.step(consumes="torch", produces="torch", scale=0.5)
+def scale_weights(src, params, ctx, out):
+    model = tinygate.load_torch(src)
+    for p in model.parameters():
+        p.data.mul_(params["scale"])
+    return tinygate.save_torch(model, out)
+
+
+@tinygate.step(consumes="torch", produces="torch")
+def explode(src, params, ctx, out):
+    raise RuntimeError("this step always crashes")
+
+
+def undeclared(src, params, ctx, out):
+    return src.path
+'''
+
+VARIANTS = '''
+[models.digits.variants.float]
+steps = []
+budgets = { max_size_kb = 45, min_accuracy_pct = 98 }
+
+[models.digits.variants.scaled]
+steps = [{ step = "scale_weights", scale = 0.5 }]
+budgets = { max_size_kb = 45, min_top1_agreement_pct = 99 }
+
+[models.digits.variants.tiny_budget]
+steps = [{ step = "scale_weights", scale = 1.0 }]
+budgets = { max_size_kb = 1 }
+
+[models.digits.variants.crashing]
+steps = [{ step = "explode" }]
+budgets = { max_size_kb = 45 }
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    (tmp_path / "user_steps_core.py").write_text(STEPS_MODULE)
+    (tmp_path / "gate.toml").write_text(model_table("digits") + VARIANTS + "\n[steps]\nscale_weights = "
+                                        '"user_steps_core:scale_weights"\nexplode = "user_steps_core:explode"\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("user_steps_core", None)
+
+
+def _verdicts(checks) -> dict[str, tuple[str, str]]:
+    return {c.check: (c.verdict, c.reason) for c in checks}
+
+
+def test_judge_gives_pass_fail_and_not_measured_records(project):
+    gate = Gate(project / "gate.toml", cache_dir=project / "cache")
+    assert _verdicts(gate.variant("digits-float").judge()) == {"max_size_kb": ("pass", ""),
+                                                                "min_accuracy_pct": ("pass", "")}
+    scaled = _verdicts(gate.variant("digits-scaled").judge())
+    assert scaled["min_top1_agreement_pct"][0] == "pass"  # halving every weight keeps the argmax of a ReLU net
+    verdict, reason = _verdicts(gate.variant("digits-tiny_budget").judge())["max_size_kb"]
+    assert verdict == "fail" and reason.startswith("digits-tiny_budget: size on disk") and "above the limit 1 KB" \
+        in reason
+    verdict, reason = _verdicts(gate.variant("digits-crashing").judge())["max_size_kb"]
+    assert verdict == "not measured"
+    assert reason == "digits-crashing: step explode: failed: RuntimeError: this step always crashes"
+    assert {c.verdict for c in gate.judge()} == {"pass", "fail", "not measured"}
+    assert len(gate.recorder.checks) > 6  # everything judged is in the record the reports are written from
+
+
+def test_a_user_step_is_cached_and_keyed_by_its_code(project):
+    first = Gate(project / "gate.toml", cache_dir=project / "cache").variant("digits-scaled").artifact()
+    again = Gate(project / "gate.toml", cache_dir=project / "cache").variant("digits-scaled").artifact()
+    assert again.path == first.path  # read back from the cache
+    module = project / "user_steps_core.py"
+    module.write_text(module.read_text().replace('p.data.mul_(params["scale"])', 'p.data.mul_(params["scale"] * 2)'))
+    sys.modules.pop("user_steps_core", None)
+    edited = Gate(project / "gate.toml", cache_dir=project / "cache").variant("digits-scaled").artifact()
+    assert edited.digest != first.digest  # an edited step rebuilds what it made
+
+
+def test_a_step_registered_by_an_entry_point(project, monkeypatch):
+    found = importlib.metadata.EntryPoint("halve", "user_steps_core:scale_weights", "tinygate.steps")
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: [found] if kw.get("group") == "tinygate.steps" else real(**kw))
+    text = (project / "gate.toml").read_text() + '\n[models.digits.variants.halved]\nsteps = [{ step = "halve" }]\n' \
+                                                 "budgets = { max_size_kb = 45 }\n"
+    (project / "gate.toml").write_text(text)
+    gate = Gate(project / "gate.toml", cache_dir=project / "cache")
+    assert gate.config.steps["halve"].user and gate.config.steps["halve"].params["scale"].default == 0.5
+    assert _verdicts(gate.variant("digits-halved").judge())["max_size_kb"][0] == "pass"
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ('scale_weights = "user_steps_core:undeclared"', "is not declared as a step: decorate it with @tinygate.step"),
+    ('prune = "user_steps_core:scale_weights"', "not a built-in step or a fixture name; got 'prune'"),
+    ('artifact = "user_steps_core:scale_weights"', "not a built-in step or a fixture name; got 'artifact'"),
+    ('scale_weights = "no_such_module:f"', "cannot import module 'no_such_module'"),
+])
+def test_a_bad_user_step_stops_the_config_in_one_line(project, entry, problem):
+    text = (project / "gate.toml").read_text()
+    (project / "gate.toml").write_text(text[:text.index("\n[steps]")] + f"\n[steps]\n{entry}\n")
+    with pytest.raises(GateError) as info:
+        Gate(project / "gate.toml", cache_dir=project / "cache")
+    assert problem in str(info.value) and "steps." in str(info.value) and "\n" not in str(info.value)
