@@ -103,11 +103,12 @@ def test_reports_write_json_markdown_and_plot(tmp_path):
     rec = reports.Recorder()
     rec.figure("m-float", model="m", variant="float", size_kb=10.0, psnr_db=40.0)
     rec.figure("m-int8", model="m", variant="int8", size_kb=3.0, psnr_db=39.0)
-    rec.check("m", "int8", "max_size_kb", 3.0, 2.5, "onnx")
+    rec.record("m", "int8", "max_size_kb", 3.0, 2.5, "KB", False, "onnx")
     paths = reports.write(rec, tmp_path, exitstatus=1)
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["checks"][0] | {} == {**doc["checks"][0], "model": "m", "variant": "int8", "check": "max_size_kb",
-                                    "value": 3.0, "budget": 2.5, "passed": False}
+                                    "value": 3.0, "budget": 2.5, "passed": False,
+                                    "verdict": "fail"}
     assert {"tools", "machine", "hashes", "figures"} <= set(doc)
     assert "**blocked**" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "optimization_results.png").read_bytes()[:4] == b"\x89PNG"
