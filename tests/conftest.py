@@ -45,6 +45,7 @@ def run_gate(tmp_path: Path):
     def run(config: Path, *args: str, cache: Path | None = None, env: dict | None = None) -> GateRun:
         reports = tmp_path / "reports"
         cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
+               "--no-gate-strict",
                f"--gate-config={config}", f"--gate-cache-dir={cache or tmp_path / 'cache'}",
                f"--gate-reports-dir={reports}", *args]
         outer = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}

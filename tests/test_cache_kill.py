@@ -33,7 +33,7 @@ budgets = { max_size_kb = 19, min_accuracy_pct = 97 }
 
 def _gate_cmd(config: Path, cache: Path, reports: Path) -> list[str]:
     return [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
-            "-m", "not latency", f"--gate-config={config}", f"--gate-cache-dir={cache}",
+            "--no-gate-strict", "-m", "not latency", f"--gate-config={config}", f"--gate-cache-dir={cache}",
             f"--gate-reports-dir={reports}"]
 
 

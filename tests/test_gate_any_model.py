@@ -112,6 +112,7 @@ def config(unseen) -> Path:
 
 def _gate(root: Path, config: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
+               "--no-gate-strict",
            f"--gate-config={config}", f"--gate-cache-dir={root / 'cache'}", f"--gate-reports-dir={root / 'reports'}"]
     return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
 

@@ -48,6 +48,6 @@ def test_every_collected_gate_test_id_reads_test_name_then_model_dash_variant():
     cfg = config.load(REPO / "gate.toml")
     ids = _collect()
     assert ids
-    for line in ids:
+    for line in (i for i in ids if not i.endswith("::test_no_baseline_variant_is_missing")):  # of the whole run
         assert re.fullmatch(r"model_tests/test_\w+\.py::test_\w+\[[a-z0-9_]+-[a-z0-9_]+\]", line), line
         assert re.search(r"\[(.+)\]$", line).group(1) in {v.id for v in cfg.variants}

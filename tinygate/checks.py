@@ -47,11 +47,9 @@ class Check:
         return {**asdict(self), "passed": self.passed}
 
 
-def measured(value: object) -> float | str | None:
-    """A measured figure as JSON can hold it: NaN (unmeasurable) is None, an infinity is "inf" or "-inf"."""
-    if isinstance(value, int | float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+def measured(value: object) -> float | None:
+    """A measured figure: a number (the reports write a non-finite one as null, saying where), or None."""
+    return float(value) if isinstance(value, int | float) and not math.isnan(value) else None
 
 
 def budget_check(run: VariantRun, key: str, value: float, note: str = "", budget: float | None = None,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The PSNR of identical images: finite, so that reports and means stay numbers, and above what any real
+# difference scores (one 8-bit step in one pixel of a 3x256x256 image is about 101 dB).
+PSNR_CAP_DB = 200.0
+
 
 def image_scores(outputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image PSNR (dB) and SSIM of NCHW outputs against targets, both in [0, 1].
@@ -20,8 +24,8 @@ def image_scores(outputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarr
             continue
         out = np.clip(out, 0.0, 1.0).astype(np.float32)
         ref = ref.astype(np.float32)
-        with np.errstate(divide="ignore"):  # an exact match is +inf dB, which meets any floor
-            psnr[i] = peak_signal_noise_ratio(ref, out, data_range=1.0)
+        with np.errstate(divide="ignore"):  # an exact match is +inf dB: capped, it still meets any floor
+            psnr[i] = min(peak_signal_noise_ratio(ref, out, data_range=1.0), PSNR_CAP_DB)
         ssim[i] = structural_similarity(ref, out, data_range=1.0, channel_axis=0)
     return {"psnr": psnr, "ssim": ssim}
 

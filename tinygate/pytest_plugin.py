@@ -55,6 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="why this run becomes the baseline (recorded in the history)")
     group.addoption("--gate-new-release-line", action="store_true",
                     help="with --gate-accept-baseline: also restart the drift guard from this baseline")
+    group.addoption("--gate-strict", dest="gate_strict", action="store_const", const=True, default=None,
+                    help="a budget that cannot be measured here (Core ML timing off macOS, another machine "
+                         "profile) or a missing baseline fails instead of skipping (default: on when CI=true)")
+    group.addoption("--no-gate-strict", dest="gate_strict", action="store_const", const=False,
+                    help="skip, with the reason, what cannot be measured here (default off CI)")
     parser.addini("gate_config", "the gate config, relative to the ini file's folder (default: gate.toml)",
                   default="")
 
@@ -103,6 +108,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_step_fixtures(gate.config.steps), "tinygate-steps")
     if config.getoption("benchmark_storage", None) == "file://./.benchmarks":  # pytest-benchmark's default
         config.option.benchmark_storage = f"file://{reports_root(config) / 'benchmarks'}"
+
+
+def strict(config: pytest.Config) -> bool:
+    """--gate-strict / --no-gate-strict, else on in CI (the environment variable CI is true or 1)."""
+    given = config.getoption("gate_strict")
+    return given if given is not None else os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def unmeasurable(request: pytest.FixtureRequest, variant_run, keys: list[str], reason: str) -> None:
+    """Budgets that cannot be measured here: recorded as "not measured" with the reason, then the test fails
+    under --gate-strict and skips otherwise (the skip shows its reason in the summary)."""
+    from tinygate.checks import not_measured
+
+    variant_run.gate.recorder.checks.extend(not_measured(variant_run, key, reason) for key in keys)
+    if keys and strict(request.config):
+        pytest.fail(f"{reason} (--gate-strict: {', '.join(keys)} not measured)", pytrace=False)
+    pytest.skip(reason)
 
 
 def reports_root(config: pytest.Config) -> Path:
@@ -275,13 +297,20 @@ def gate_check(variant_run, record_property) -> Callable[..., None]:
 
 @pytest.fixture(scope="session")
 def gate_baseline(pytestconfig: pytest.Config, gate):
-    """The accepted baseline (tinygate.baseline), or a skip saying how to accept one."""
+    """The accepted baseline (tinygate.baseline). None accepted yet: stated in the reports, and a skip (a failure
+    under --gate-strict); a --gate-baseline-dir that holds none always fails."""
     from tinygate import baseline
 
     root = baseline_dir(pytestconfig)
     found = measured(lambda: baseline.load(root))
     if found is None:
-        pytest.skip(f"no baseline under {root}: accept one with tinygate accept --reason \"...\"")
+        named = pytestconfig.getoption("--gate-baseline-dir") is not None
+        reason = f"no baseline under {root}" + (" (named by --gate-baseline-dir)" if named else "")
+        gate.recorder.note(f"{reason}: nothing was compared with a baseline")
+        if named or strict(pytestconfig):
+            pytest.fail(f"{reason}: regression checks cannot run" + ("" if named else " (--gate-strict)"),
+                        pytrace=False)
+        pytest.skip(f'{reason}: accept one with tinygate accept --reason "..."')
     return found
 
 
@@ -295,7 +324,7 @@ def variant_baseline(gate_baseline, variant) -> dict:
 
 
 @pytest.fixture
-def timed_runner(variant_run, gate_threads):
+def timed_runner(request, variant_run, gate_threads):
     """The artifact's runner (session built outside any timed region) and seeded inputs of the configured
     shapes, run once untimed so that a model that cannot run fails here with one line."""
     from tinygate import pipeline
@@ -304,8 +333,11 @@ def timed_runner(variant_run, gate_threads):
 
     variant = variant_run.variant
     if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
-        pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
-                    "speed says nothing about a device")
+        from tinygate.checks import LATENCY
+
+        unmeasurable(request, variant_run, [k for k in LATENCY if k in variant.budgets],
+                     f"{variant.id}: Core ML latency needs MLModel.predict (macOS only); the MIL interpreter's "
+                     "speed says nothing about a device")
     artifact = measured(variant_run.artifact)
     xs = pipeline.example_inputs(variant_run.model)
     try:
@@ -356,8 +388,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not (rec.checks or rec.figures):
         return
-    reports.write(rec, reports_dir(session.config), int(exitstatus))
+    reports.write(rec, reports_dir(session.config), int(exitstatus), _outcomes(session.config))
     _history_and_baseline(session, gate_, int(exitstatus))
+
+
+def _outcomes(config: pytest.Config) -> dict[str, int]:
+    """pytest's own counts of failed tests and errors, so the reports' headline covers every failure."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    stats = getattr(reporter, "stats", {})
+    return {"failed": len([r for r in stats.get("failed", []) if getattr(r, "when", "call") == "call"]),
+            "errors": len(stats.get("error", []))}
 
 
 def _history_and_baseline(session: pytest.Session, gate_, exitstatus: int) -> None:
@@ -401,6 +441,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("tinygate budgets")
     for line in reports.terminal_table(gate_.recorder):
         terminalreporter.write_line(line)
+    for note in gate_.recorder.notes:
+        terminalreporter.write_line(note, yellow=True)
+    terminalreporter.write_line(reports.headline(gate_.recorder, exitstatus, _outcomes(config)))
     terminalreporter.write_line(f"reports: {reports_dir(config)}")
     if ACCEPTED in config.stash:
         terminalreporter.write_line(config.stash[ACCEPTED], bold=True)

@@ -27,6 +27,7 @@ class Recorder:
     data: dict[str, str] = field(default_factory=dict)  # model -> hash of its evaluation data
     artifacts: dict[str, dict] = field(default_factory=dict)  # variant -> kind, path, digest, factory, meta
     samples: dict[str, dict[str, list]] = field(default_factory=dict)  # variant -> per-sample scores
+    notes: list[str] = field(default_factory=list)  # what the run could not do at all (no baseline, ...)
 
     def figure(self, variant_id: str, **values: object) -> None:
         self.figures.setdefault(variant_id, {}).update(values)
@@ -34,7 +35,8 @@ class Recorder:
     def dump(self) -> str:
         """Everything recorded, as JSON: what a pytest-xdist worker sends its controller."""
         return json.dumps({"checks": [asdict(c) for c in self.checks], "figures": self.figures, "hashes": self.hashes,
-                           "data": self.data, "artifacts": self.artifacts, "samples": self.samples})
+                           "data": self.data, "artifacts": self.artifacts, "samples": self.samples,
+                           "notes": self.notes})
 
     def merge(self, dumped: str) -> None:
         """Add a worker's records (Recorder.dump) to this one."""
@@ -46,6 +48,11 @@ class Recorder:
         self.data.update(doc["data"])
         self.artifacts.update(doc["artifacts"])
         self.samples.update(doc["samples"])
+        self.notes += [n for n in doc["notes"] if n not in self.notes]
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     def record(self, model: str, variant: str, check: str, value: float, budget: float, unit: str, passed: bool,
                backend: str, note: str = "", op: str = "<=") -> Check:
@@ -54,6 +61,26 @@ class Recorder:
                        op, "" if passed else note)
         self.checks.append(result)
         return result
+
+
+def strict_json(doc: object) -> str:
+    """JSON that strict readers accept: a NaN or an infinity becomes null, and `non_finite` says where and what it
+    was (a path like figures.m-v.psnr_db -> "inf")."""
+    where: dict[str, str] = {}
+
+    def clean(value: object, path: str) -> object:
+        if isinstance(value, float) and not math.isfinite(value):
+            where[path] = str(value)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+    cleaned = clean(doc, "")
+    if isinstance(cleaned, dict) and where:
+        cleaned["non_finite"] = where
+    return json.dumps(cleaned, indent=2, allow_nan=False)
 
 
 def _finite(value: object) -> float | None:
@@ -69,15 +96,17 @@ def machine() -> dict[str, str]:
             "processor": platform.processor() or platform.machine(), "node": platform.node()}
 
 
-def write(rec: Recorder, out: Path, exitstatus: int) -> list[Path]:
-    """Write results.json, summary.md and the size/quality plot; returns the paths written."""
+def write(rec: Recorder, out: Path, exitstatus: int, outcomes: dict[str, int] | None = None) -> list[Path]:
+    """Write results.json, summary.md and the size/quality plot; returns the paths written. `outcomes`: pytest's
+    own counts (failed, errors, ...), so the headline covers failures that are not budget checks."""
     out.mkdir(parents=True, exist_ok=True)
     doc = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exitstatus": exitstatus,
-           "machine": machine(), "tools": tool_versions(), "hashes": rec.hashes, "data": rec.data,
-           "figures": rec.figures, "checks": [c.as_dict() for c in rec.checks]}
+           "outcomes": outcomes or {}, "notes": rec.notes, "machine": machine(), "tools": tool_versions(),
+           "hashes": rec.hashes, "data": rec.data, "figures": rec.figures,
+           "checks": [c.as_dict() for c in rec.checks]}
     paths = [out / "results.json", out / "summary.md"]
-    paths[0].write_text(json.dumps(doc, indent=2, sort_keys=False))
-    paths[1].write_text(markdown(rec, exitstatus))
+    paths[0].write_text(strict_json(doc))
+    paths[1].write_text(markdown(rec, exitstatus, outcomes))
     if rec.figures:
         paths.append(plot(rec, out / "optimization_results.png"))
     return paths
@@ -102,12 +131,27 @@ def terminal_table(rec: Recorder) -> list[str]:
     return lines
 
 
-def markdown(rec: Recorder, exitstatus: int) -> str:
-    failed = [c for c in rec.checks if not c.passed]
-    verdict = "**blocked**" if failed or exitstatus else "**may ship**"
-    lines = [f"# tinygate: {verdict}", "",
-             f"{len(rec.checks) - len(failed)} of {len(rec.checks)} checks passed; pytest exit status {exitstatus}.",
-             "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+def headline(rec: Recorder, exitstatus: int, outcomes: dict[str, int] | None = None) -> str:
+    """One line that counts every failure, budget or not: checks failed, not measured, pytest's own failures."""
+    outcomes = outcomes or {}
+    failed = sum(c.verdict == FAIL for c in rec.checks)
+    unmeasured = sum(c.verdict not in (PASS, FAIL) for c in rec.checks)
+    parts = [f"{len(rec.checks) - failed - unmeasured} of {len(rec.checks)} checks passed", f"{failed} failed",
+             f"{unmeasured} not measured"]
+    parts += [f"{n} {what} (pytest)" for what, n in outcomes.items() if n]
+    return "; ".join(parts) + f"; pytest exit status {exitstatus}."
+
+
+def markdown(rec: Recorder, exitstatus: int, outcomes: dict[str, int] | None = None) -> str:
+    """Leads with what failed and why (and what could not be measured), then every check, then the figures."""
+    bad = [c for c in rec.checks if not c.passed]
+    verdict = "**blocked**" if bad or exitstatus else "**may ship**"
+    lines = [f"# tinygate: {verdict}", "", headline(rec, exitstatus, outcomes), ""]
+    lines += [f"- {n}" for n in rec.notes] + ([""] if rec.notes else [])
+    if bad:
+        lines += ["## What failed", ""] + [f"- **{c.id}** `{c.check}` {c.verdict}: {c.reason or c.note}" for c in bad]
+        lines += [""]
+    lines += ["## Every check", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(rec)]
     if rec.figures:
         keys = sorted({k for f in rec.figures.values() for k in f})

@@ -6,15 +6,16 @@ import pytest
 
 from tinygate import latency
 from tinygate.artifacts import runner
+from tinygate.checks import not_measured
 from tinygate.errors import GateError
-from tinygate.pytest_plugin import measured
+from tinygate.pytest_plugin import measured, unmeasurable
 
 __all__ = ["test_latency", "test_speedup"]
 
 
 @pytest.mark.latency
-def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, gate_verdict, gate_recorder,
-                 pytestconfig):
+def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_config, gate_threads, gate_verdict,
+                 gate_recorder, pytestconfig):
     run, xs = timed_runner
     benchmark.group = variant.model
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
@@ -26,10 +27,12 @@ def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, ga
         # (the plugin's machine lock), so it is timed the same way by hand rather than not at all.
         times = latency.timings(run, xs, rounds, warmup=5)
     elif benchmark.stats is None:  # --benchmark-disable: the user asked for no timing
-        if {"max_p50_ms", "max_p95_ms"} & set(variant.budgets):
-            pytest.fail(f"{variant.id}: latency budgets set, but timing is disabled (--benchmark-disable)",
-                        pytrace=False)
-        pytest.skip(f"{variant.id}: timing is disabled (--benchmark-disable)")
+        keys = [k for k in ("max_p50_ms", "max_p95_ms", "max_memory_growth_mb") if k in variant.budgets]
+        reason = f"{variant.id}: timing is disabled (--benchmark-disable)"
+        gate_recorder.checks.extend(not_measured(variant_run, k, reason) for k in keys)
+        if keys:
+            pytest.fail(f"{reason}, but {', '.join(keys)} are budgeted", pytrace=False)
+        pytest.skip(reason)
     else:
         times = np.asarray(benchmark.stats.stats.data)
     growth = latency.peak_rss_mb() - before
@@ -42,8 +45,9 @@ def test_latency(timed_runner, benchmark, variant, gate_config, gate_threads, ga
     if absolute:
         profile = gate_config.machines[variant.machine]
         if not latency.matches(profile):
-            pytest.skip(f"{variant.id}: {', '.join(absolute)} hold on machine profile {variant.machine!r} "
-                        f"({profile['cpu_model']}); this machine is {latency.cpu_model()!r}")
+            unmeasurable(request, variant_run, absolute, f"{variant.id}: {', '.join(absolute)} hold on machine "
+                         f"profile {variant.machine!r} ({profile['cpu_model']}); this machine is "
+                         f"{latency.cpu_model()!r}")
         for key, value in (("max_p50_ms", p50), ("max_p95_ms", p95)):
             if key in variant.budgets:
                 gate_verdict(key, value, note=f"{len(times_ms)} rounds, {gate_threads} thread(s)")

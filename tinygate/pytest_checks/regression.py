@@ -11,7 +11,8 @@ from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
 from tinygate.errors import GateError
 from tinygate.pytest_plugin import baseline_dir, measured
 
-__all__ = ["test_size_vs_baseline", "test_quality_vs_baseline", "test_quality_drift_vs_release_line_start",
+__all__ = ["test_no_baseline_variant_is_missing",
+           "test_size_vs_baseline", "test_quality_vs_baseline", "test_quality_drift_vs_release_line_start",
            "test_latency_vs_baseline", "test_latency_absolute_vs_baseline"]
 
 regression_ = pytest.mark.regression
@@ -23,6 +24,27 @@ def _record(gate_recorder, variant, check, verdict, budget, unit, note, op, meas
                          measured_on or variant.backend, note, op)
     if verdict.regressed:
         pytest.fail(f"{variant.id}: regressed against the baseline: {check}: {verdict.detail}", pytrace=False)
+
+
+@regression_
+def test_no_baseline_variant_is_missing(gate_baseline, gate, pytestconfig):
+    """A model or variant in the baseline and not in this run's config would escape every comparison: it fails,
+    until a baseline without it is accepted (tinygate accept --reason "...")."""
+    from tinygate.checks import FAIL, PASS, Check
+
+    config = gate.config
+    gone = sorted(set(gate_baseline.doc["variants"]) - {v.id for v in config.variants})
+    accepting = pytestconfig.getoption("--gate-accept-baseline")
+    for vid in gone:
+        old = gate_baseline.doc["variants"][vid]
+        why = f"{vid} is in the baseline under {gate_baseline.root} but not in {config.path}"
+        gate.recorder.checks.append(Check(
+            str(old.get("model", vid)), str(old.get("variant", "")), "present_vs_baseline", None, "present", "",
+            PASS if accepting else FAIL, str(old.get("backend", "")),
+            "removed: this run becomes the baseline" if accepting else "", "==", "" if accepting else why))
+    if gone and not accepting:
+        pytest.fail(f"in the baseline, gone from {config.path}: {', '.join(gone)}; a removed or renamed model or "
+                    'variant needs a new baseline: tinygate accept --reason "..."', pytrace=False)
 
 
 def _skip_coreml_off_macos(variant) -> None:
