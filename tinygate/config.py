@@ -121,6 +121,8 @@ class RegressionSettings:
     latency_max_rounds: int = 120  # then the rule decides on the median alone
     absolute_slowdown_pct: float = 50.0  # stored p50 vs today's, same machine only: a coarse guard...
     absolute_floor_ms: float = 1.0  # ...that also needs this many ms, so timer noise never trips it
+    fidelity_drop_db: float = 1.0  # per-input output SQNR vs float, paired with the baseline's: allowed drop
+    float_change_sqnr_db: float = 60.0  # the float model's outputs vs the baseline float model's, per input
 
 
 @dataclass(frozen=True)

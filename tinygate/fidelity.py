@@ -21,9 +21,10 @@ class OutputFidelity:
     cosine: float  # mean over samples
     min_cosine: float
     top1_agreement_pct: float
+    samples_db: tuple[float, ...] = ()  # each sample's output SQNR (dB, within +-SAMPLE_CAP_DB): paired comparisons
 
     def figures(self) -> dict[str, float]:
-        return {k: v for k, v in asdict(self).items() if k != "output"}
+        return {k: v for k, v in asdict(self).items() if k not in ("output", "samples_db")}
 
 
 class Accumulator:
@@ -33,6 +34,7 @@ class Accumulator:
         self.name = name
         self.signal = self.noise = self.max_abs = 0.0
         self.cosines: list[float] = []
+        self.samples: list[float] = []
         self.agree: list[bool] = []
         self.finite = True
 
@@ -47,6 +49,8 @@ class Accumulator:
             self.noise += float(diff @ diff)
             self.max_abs = max(self.max_abs, float(np.abs(diff).max(initial=0.0)))
             self.cosines.append(cosine(ref, out))
+            one = sqnr_db(float(ref @ ref), float(diff @ diff))
+            self.samples.append(max(-SAMPLE_CAP_DB, min(SAMPLE_CAP_DB, one)))
             self.agree.append(int(ref.argmax()) == int(out.argmax()))
 
     def result(self) -> OutputFidelity:
@@ -55,7 +59,10 @@ class Accumulator:
             return OutputFidelity(self.name, nan, nan, nan, nan, nan)
         return OutputFidelity(self.name, sqnr_db(self.signal, self.noise), self.max_abs,
                               float(np.mean(self.cosines)), float(np.min(self.cosines)),
-                              100.0 * float(np.mean(self.agree)))
+                              100.0 * float(np.mean(self.agree)), tuple(self.samples))
+
+
+SAMPLE_CAP_DB = 200.0  # a sample's SQNR when its outputs are identical: finite, so paired statistics stay numbers
 
 
 def sqnr_db(signal: float, noise: float) -> float:

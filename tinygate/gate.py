@@ -16,13 +16,18 @@ from pathlib import Path
 
 from tinygate import checks as checks_
 from tinygate import evaluate, pipeline
-from tinygate.artifacts import Artifact
+from tinygate.artifacts import Artifact, backend_name
 from tinygate.budgets import QUANTIZING_STEPS
 from tinygate.cache import Cache
 from tinygate.checks import Check
 from tinygate.config import GateConfig, Step, Variant
 from tinygate.errors import GateError
 from tinygate.reports import Recorder
+
+
+def fidelity_key(output: str) -> str:
+    """Where an output's per-sample SQNR is kept among a variant's samples (and in a baseline's scores)."""
+    return f"sqnr_db__{output}"
 
 
 class Gate:
@@ -142,7 +147,7 @@ class VariantRun:
         result = self._scores(self.artifact())
         rec = self.gate.recorder
         rec.figure(self.variant.id, measured_on=result.backend, **evaluate.summary_figures(result))
-        rec.samples[self.variant.id] = {k: v.tolist() for k, v in result.values.items()}
+        rec.samples.setdefault(self.variant.id, {}).update({k: v.tolist() for k, v in result.values.items()})
         return result
 
     def float_scores(self) -> evaluate.Scores:
@@ -155,7 +160,10 @@ class VariantRun:
         def compute():
             return evaluate.fidelity(art, ref, self.model, self.evaluation(), self.gate.cache, self.gate.threads)
         result = self.gate.once(("fidelity", art.digest, ref.digest), compute)
-        self.gate.recorder.figure(self.variant.id, fidelity={r.output: r.figures() for r in result})
+        rec = self.gate.recorder
+        rec.figure(self.variant.id, fidelity={r.output: r.figures() for r in result},
+                   measured_on=backend_name(self.variant.kind))
+        rec.samples.setdefault(self.variant.id, {}).update({fidelity_key(r.output): list(r.samples_db) for r in result})
         return result
 
     def _quantizing_index(self) -> int | None:

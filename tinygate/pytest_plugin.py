@@ -32,6 +32,7 @@ MARKERS = {
     "budget(key)": "the test checks this budget key; it runs for every variant that sets it",
     "artifact_kind(kind)": "the test runs for every variant whose artifact is of this kind (e.g. mlpackage)",
     "with_step(*names)": "the test runs for every variant that has one of these steps",
+    "select(fn)": "the test runs for every variant for which fn(variant, model) is true",
 }
 
 
@@ -191,6 +192,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         variants = [v for v in variants if v.kind == marker.args[0]]
     if (marker := metafunc.definition.get_closest_marker("with_step")) is not None:
         variants = [v for v in variants if any(s.name in marker.args for s in v.steps)]
+    if (marker := metafunc.definition.get_closest_marker("select")) is not None:
+        variants = [v for v in variants if marker.args[0](v, gate.config.models[v.model])]
     for step in set(metafunc.fixturenames) & set(gate.config.steps):  # a step's artifact: variants with it
         variants = [v for v in variants if any(s.name == step for s in v.steps)]
     metafunc.parametrize(
@@ -349,14 +352,6 @@ def timed_runner(request, variant_run, gate_threads):
     except Exception as exc:  # the model itself crashes on a well-formed input
         failure = f"{variant.id}: {artifact.path} fails to run: {type(exc).__name__}: {str(exc).splitlines()[0]}"
     pytest.fail(failure, pytrace=False)
-
-
-@pytest.fixture
-def quality_scores(variant, gate_config):
-    """Skips a model without labels or targets: it has no per-sample quality to pair with a baseline."""
-    if gate_config.models[variant.model].task == "fidelity":
-        pytest.skip(f"{variant.id}: a fidelity model has no per-sample quality to pair with the baseline; its "
-                    "fidelity budgets compare it with the float model")
 
 
 @pytest.fixture(autouse=True)

@@ -149,6 +149,43 @@ def compare_latency(base: Callable[[], object], new: Callable[[], object], slowd
             return decision
 
 
+def _upper_mean(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The mean and its one-sided upper confidence bound (percentile bootstrap; exact for constant values)."""
+    from scipy.stats import bootstrap
+
+    mean = float(values.mean())
+    if np.ptp(values) == 0:
+        return mean, mean
+    ci = bootstrap((values,), np.mean, confidence_level=2 * confidence - 1, n_resamples=2000, method="percentile",
+                   random_state=np.random.default_rng(0)).confidence_interval
+    return mean, float(ci.high)
+
+
+def worse_by(base, new, max_drop: float, confidence: float = 0.95) -> Verdict:
+    """Paired per-sample change (new - base, one sample = one evaluation input): regressed only when it is worse
+    by more than max_drop at the stated confidence, i.e. the one-sided upper bound of the mean change lies below
+    -max_drop. A change that is merely different, or worse by less than max_drop, passes."""
+    delta = np.asarray(new, np.float64) - np.asarray(base, np.float64)
+    if delta.size == 0 or not np.all(np.isfinite(delta)):
+        return Verdict(True, float("nan"), "a sample scored NaN or inf, or none was paired: the change cannot be "
+                                           "measured")
+    mean, high = _upper_mean(delta, confidence)
+    return Verdict(bool(high < -max_drop), mean, f"mean change {mean:+.3f} dB over {len(delta)} paired inputs, "
+                                                 f"{100 * confidence:g}% upper bound {high:+.3f}; allowed drop "
+                                                 f"{max_drop:g} dB")
+
+
+def mean_at_least(values, floor: float, confidence: float = 0.95) -> Verdict:
+    """Per-sample figures (dB) that must reach a floor on average: regressed when the one-sided upper bound of
+    their mean lies below it."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        return Verdict(True, float("nan"), "a sample scored NaN or inf: the figure cannot be measured")
+    mean, high = _upper_mean(values, confidence)
+    return Verdict(bool(high < floor), mean, f"mean {mean:.2f} dB over {len(values)} inputs, {100 * confidence:g}% "
+                                             f"upper bound {high:.2f} dB; floor {floor:g} dB")
+
+
 def same_data(baseline, model: str, data_digest: str, variant_id: str, root) -> None:
     """Refuse, naming both hashes, a baseline measured on other evaluation data: its per-sample scores cannot be
     paired with today's."""

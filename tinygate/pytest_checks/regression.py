@@ -8,10 +8,11 @@ import pytest
 
 from tinygate import regression
 from tinygate.artifacts import COREML_RUNTIME, coreml_backend, runner
+from tinygate.budgets import FIDELITY
 from tinygate.errors import GateError
 from tinygate.pytest_plugin import baseline_dir, measured
 
-__all__ = ["test_no_baseline_variant_is_missing",
+__all__ = ["test_no_baseline_variant_is_missing", "test_float_outputs_vs_baseline", "test_fidelity_vs_baseline",
            "test_size_vs_baseline", "test_quality_vs_baseline", "test_quality_drift_vs_release_line_start",
            "test_latency_vs_baseline", "test_latency_absolute_vs_baseline"]
 
@@ -47,6 +48,69 @@ def test_no_baseline_variant_is_missing(gate_baseline, gate, pytestconfig):
                     'variant needs a new baseline: tinygate accept --reason "..."', pytrace=False)
 
 
+def _per_output(gate_recorder, variant, check, verdicts, floor, what) -> None:
+    """Record one check per output, then fail naming every output that regressed and by how much."""
+    for output, verdict in verdicts:
+        gate_recorder.record(variant.model, variant.name, f"{check}.{output}", verdict.figure, floor, "dB",
+                             not verdict.regressed, variant.backend, verdict.detail, ">=")
+    bad = [f"output {output!r}: {verdict.detail}" for output, verdict in verdicts if verdict.regressed]
+    if bad:
+        pytest.fail(f"{variant.id}: regressed against the baseline: {what}: " + "; ".join(bad), pytrace=False)
+
+
+@regression_
+@pytest.mark.select(lambda v, m: v.is_float)
+def test_float_outputs_vs_baseline(variant, variant_run, gate, gate_baseline, variant_baseline, gate_recorder):
+    """The float model's outputs against the baseline float model's, input by input: every model, labels or not,
+    is guarded (weights retrained, perturbed or partly zeroed change them); an identical artifact passes unrun."""
+    from tinygate import evaluate
+    from tinygate.regression import Verdict, mean_at_least
+
+    floor = gate.config.regression.float_change_sqnr_db
+    today = measured(variant_run.float_artifact)
+    if variant_baseline.get("artifact") == today.digest:
+        _per_output(gate_recorder, variant, "float_sqnr_vs_baseline",
+                    [("*", Verdict(False, float("inf"), f"identical to the baseline's (sha256 {today.digest[:12]})"))],
+                    floor, "")
+        return
+    theirs = measured(lambda: gate_baseline.artifact(variant.id))
+    results = measured(lambda: evaluate.fidelity(today, theirs, variant_run.model, variant_run.evaluation(),
+                                                 gate.cache, gate.threads))
+    verdicts = [(r.output, mean_at_least(r.samples_db, floor, gate.config.regression.confidence)) for r in results]
+    _per_output(gate_recorder, variant, "float_sqnr_vs_baseline", verdicts, floor,
+                "the float model's outputs moved away from the baseline float model's (accept a new baseline if "
+                "that was meant)")
+
+
+@regression_
+@pytest.mark.select(lambda v, m: not v.is_float and (m.task == "fidelity" or bool(set(FIDELITY) & set(v.budgets))))
+def test_fidelity_vs_baseline(variant, variant_run, gate, gate_baseline, variant_baseline, gate_recorder,
+                              pytestconfig, request):
+    """Each output's per-input SQNR against the float model, paired with the baseline's on the same inputs:
+    fails when it is worse by more than `fidelity_drop_db`, with the stated confidence."""
+    from tinygate.artifacts import backend_name
+    from tinygate.gate import fidelity_key
+    from tinygate.pytest_plugin import unmeasurable
+    from tinygate.regression import worse_by
+
+    results = measured(variant_run.fidelity)
+    backend = backend_name(variant.kind)
+    if variant_baseline.get("measured_on", backend) != backend:
+        unmeasurable(request, variant_run, [], f"{variant.id}: refused: the baseline's fidelity was measured on "
+                                               f"the {variant_baseline['measured_on']}, today's on the {backend}")
+    theirs = gate_baseline.samples(variant.id) or {}
+    if not any(fidelity_key(r.output) in theirs for r in results):
+        pytest.skip(f"{variant.id}: the baseline holds no per-input fidelity for this variant (accepted before "
+                    "tinygate kept it): accept a new baseline")
+    measured(lambda: regression.same_data(gate_baseline, variant.model, gate_recorder.data[variant.model],
+                                          variant.id, baseline_dir(pytestconfig)))
+    s = gate.config.regression
+    verdicts = [(r.output, worse_by(theirs[fidelity_key(r.output)], r.samples_db, s.fidelity_drop_db, s.confidence))
+                for r in results if fidelity_key(r.output) in theirs]
+    _per_output(gate_recorder, variant, "fidelity_change_vs_baseline", verdicts, -s.fidelity_drop_db,
+                "output SQNR vs the float model, paired with the baseline's")
+
+
 def _skip_coreml_off_macos(variant) -> None:
     if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
         pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only)")
@@ -64,8 +128,13 @@ def test_size_vs_baseline(artifact, variant_baseline, variant, gate_config, gate
 
 
 def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, max_psnr, max_acc, check):
-    """Pair today's per-sample scores with those of a baseline (`against`) on the same evaluation data."""
+    """Pair today's per-sample scores with those of a baseline (`against`) on the same evaluation data, measured
+    by the same backend (a macOS Core ML run and a MIL-interpreter run are not paired)."""
     model = gate_config.models[variant.model]
+    theirs_on = (against.variant(variant.id) or {}).get("measured_on", scores.backend)
+    if theirs_on != scores.backend:
+        pytest.skip(f"{variant.id}: refused: the baseline's scores were measured on the {theirs_on}, today's on the "
+                    f"{scores.backend}; accept a baseline measured here to compare")
     measured(lambda: regression.same_data(against, variant.model, gate_recorder.data[variant.model], variant.id,
                                           baseline_dir(pytestconfig)))
     theirs = against.samples(variant.id)
@@ -82,8 +151,12 @@ def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, 
                 scores.backend)
 
 
+labelled = pytest.mark.select(lambda v, m: m.task != "fidelity")  # label-free: test_fidelity_vs_baseline
+
+
 @regression_
-def test_quality_vs_baseline(quality_scores, scores, gate_baseline, variant_baseline, variant, gate_config,
+@labelled
+def test_quality_vs_baseline(scores, gate_baseline, variant_baseline, variant, gate_config,
                              gate_recorder, pytestconfig):
     s = gate_config.regression
     _paired(scores, variant, gate_config, gate_recorder, pytestconfig, gate_baseline, s.psnr_drop_db,
@@ -91,7 +164,8 @@ def test_quality_vs_baseline(quality_scores, scores, gate_baseline, variant_base
 
 
 @regression_
-def test_quality_drift_vs_release_line_start(quality_scores, scores, gate_baseline, variant_baseline, variant,
+@labelled
+def test_quality_drift_vs_release_line_start(scores, gate_baseline, variant_baseline, variant,
                                              gate_config, gate_recorder, pytestconfig):
     """Small drops that each pass against the last baseline must not add up unseen."""
     first = gate_baseline.first
