@@ -4,6 +4,8 @@ fail a configured latency budget."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from bundled import model_table
 
@@ -62,6 +64,13 @@ def test_an_absolute_latency_limit_skips_with_its_reason_on_another_machine(tmp_
     run = run_gate(tmp_path / "gate.toml", "-m", "latency")
     assert run.returncode == 0, run.output
     assert "hold on machine profile 'elsewhere'" in run.line("SKIPPED")
+    strict = run_gate(tmp_path / "gate.toml", "-m", "latency", "--gate-strict")  # CI's default: it fails
+    assert strict.returncode == 1, strict.output
+    assert "(--gate-strict: max_p50_ms not measured)" in strict.line("hold on machine profile 'elsewhere'")
+    doc = json.loads((strict.reports / "results.json").read_text())
+    assert [(c["check"], c["verdict"]) for c in doc["checks"]] == [("max_p50_ms", "not measured")]
+    summary = (strict.reports / "summary.md").read_text()
+    assert "0 of 1 checks passed; 0 failed; 1 not measured" in summary and "## What failed" in summary
 
 
 def test_latency_budgets_with_benchmarks_disabled_fail_instead_of_passing(tmp_path, run_gate):
@@ -69,3 +78,25 @@ def test_latency_budgets_with_benchmarks_disabled_fail_instead_of_passing(tmp_pa
     run = run_gate(tmp_path / "gate.toml", "-m", "latency", "--benchmark-disable")
     assert run.returncode == 1, run.output
     assert run.lines("latency budgets set, but timing is disabled (--benchmark-disable)")
+
+
+def test_memory_growth_sees_a_leak_that_stays_under_an_earlier_peak():
+    """max_memory_growth_mb: a runner that keeps 2 MB per call fails it, though the process's peak memory (which
+    never falls) was already higher before the timed calls; a runner that keeps nothing passes."""
+    import numpy as np
+
+    from tinygate import latency
+
+    spike = np.ones(40_000_000)  # 320 MB, then freed: the peak now sits far above what the leak will reach
+    del spike
+    kept: list = []
+
+    def leaking(x):
+        kept.append(np.ones(250_000) + x)  # 2 MB per call, never freed
+        return x
+
+    for runner, leaks in ((leaking, True), (lambda x: x + 1, False)):
+        before = latency.rss_mb()
+        latency.timings(runner, (1.0,), rounds=30, warmup=5)
+        growth = latency.rss_mb() - before
+        assert (growth > 50) is leaks, growth  # a 10 MB budget fails the leak and passes the clean runner

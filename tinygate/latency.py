@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import resource
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,10 +58,14 @@ def interleaved(first: Callable[[], object], second: Callable[[], object], round
     return a, b
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (ru_maxrss: KB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1e6 if platform.system() == "Darwin" else 1e3)
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (not the peak, which never falls and so hides a leak that stays
+    under an earlier high): /proc/self/statm on Linux, `ps` elsewhere."""
+    statm = Path("/proc/self/statm")
+    if statm.is_file():
+        return int(statm.read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    out = subprocess.run(["ps", "-o", "rss=", "-p", str(os.getpid())], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1e3  # KB
 
 
 def timings(fn: Callable[..., object], args: tuple, rounds: int, warmup: int) -> np.ndarray:

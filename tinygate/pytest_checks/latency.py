@@ -20,7 +20,7 @@ def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_co
     benchmark.group = variant.model
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
     rounds = pytestconfig.getoption("--gate-latency-rounds")
-    before = latency.peak_rss_mb()
+    before = latency.rss_mb()
     benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=5, iterations=1)
     if benchmark.stats is None and not pytestconfig.getoption("benchmark_disable"):
         # pytest-benchmark turns itself off under pytest-xdist; this test holds the machine alone there
@@ -31,16 +31,17 @@ def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_co
         reason = f"{variant.id}: timing is disabled (--benchmark-disable)"
         gate_recorder.checks.extend(not_measured(variant_run, k, reason) for k in keys)
         if keys:
-            pytest.fail(f"{reason}, but {', '.join(keys)} are budgeted", pytrace=False)
+            pytest.fail(f"{variant.id}: latency budgets set, but timing is disabled (--benchmark-disable): "
+                        f"{', '.join(keys)} not measured", pytrace=False)
         pytest.skip(reason)
     else:
         times = np.asarray(benchmark.stats.stats.data)
-    growth = latency.peak_rss_mb() - before
+    growth = latency.rss_mb() - before
     times_ms = times * 1000
     p50, p95 = float(np.percentile(times_ms, 50)), float(np.percentile(times_ms, 95))
     gate_recorder.figure(variant.id, p50_ms=p50, p95_ms=p95, threads=gate_threads, memory_growth_mb=growth)
     if "max_memory_growth_mb" in variant.budgets:
-        gate_verdict("max_memory_growth_mb", growth, note="peak RSS during the timed calls")
+        gate_verdict("max_memory_growth_mb", growth, note="rise of resident memory across the timed calls")
     absolute = [k for k in ("max_p50_ms", "max_p95_ms") if k in variant.budgets]
     if absolute:
         profile = gate_config.machines[variant.machine]
