@@ -11,20 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.bundled import model_table
+from tests.user_code import SCALE_STEP
 from tinygate import Gate
 from tinygate.errors import GateError
 
-STEPS_MODULE = '''
-import tinygate
-
-
-@tinygate.step(consumes="torch", produces="torch", scale=0.5)
-def scale_weights(src, params, ctx, out):
-    model = tinygate.load_torch(src)
-    for p in model.parameters():
-        p.data.mul_(params["scale"])
-    return tinygate.save_torch(model, out)
-
+STEPS_MODULE = SCALE_STEP + '''
 
 @tinygate.step(consumes="torch", produces="torch")
 def explode(src, params, ctx, out):

@@ -11,28 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.user_code import TWO_HEAD_NET
+
 pytestmark = pytest.mark.slow
-
-NET = '''
-import torch
-
-
-class Detector(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
-                                         torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
-        self.score = torch.nn.Conv2d(8, 2, 1)
-        self.embed = torch.nn.Linear(8, 4)
-
-    def forward(self, x):
-        h = self.trunk(x)
-        return self.score(h), self.embed(h.mean(dim=(2, 3)))
-
-
-def build():
-    return Detector()
-'''
 
 CONFIG = '''
 [models.faces]
@@ -60,10 +41,10 @@ def project(tmp_path: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    (tmp_path / "labelfree_detector.py").write_text(NET)
+    (tmp_path / "labelfree_detector.py").write_text(TWO_HEAD_NET)
     torch.manual_seed(0)
     ns: dict = {}
-    exec(NET, ns)  # the same module the gate imports, built here for its first weights
+    exec(TWO_HEAD_NET, ns)  # the same module the gate imports, built here for its first weights
     save_file(ns["build"]().state_dict(), tmp_path / "detector.safetensors")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "eval.npz", inputs=rng.random((24, 1, 12, 12), dtype=np.float32))

@@ -18,44 +18,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.user_code import SCALE_STEP, TWO_HEAD_NET
 
 pytestmark = pytest.mark.slow
-
-NETS = '''
-import torch
-
-
-class TwoHead(torch.nn.Module):
-    """Never seen by tinygate: a conv trunk with a score map and a pooled embedding (no labels: fidelity)."""
-
-    def __init__(self):
-        super().__init__()
-        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU(),
-                                         torch.nn.Conv2d(6, 8, 3, padding=1), torch.nn.ReLU())
-        self.score = torch.nn.Conv2d(8, 2, 1)
-        self.embed = torch.nn.Linear(8, 4)
-
-    def forward(self, x):
-        h = self.trunk(x)
-        return self.score(h), self.embed(h.mean(dim=(2, 3)))
-
-
-def build():
-    return TwoHead()
-'''
-
-MY_STEPS = '''
-import tinygate
-
-
-@tinygate.step(consumes="torch", produces="torch", scale=0.5)
-def scale_weights(src, params, ctx, out):
-    """A step of the user's own: multiply every weight by `scale`."""
-    model = tinygate.load_torch(src)
-    for p in model.parameters():
-        p.data.mul_(params["scale"])
-    return tinygate.save_torch(model, out)
-'''
 
 MY_TEST = '''
 import numpy as np
@@ -133,7 +98,7 @@ def _project(root: Path) -> Path:
     feats = rng.normal(0, 1, (64, 16)).astype(np.float32)
     np.savez(proj / "data" / "mlp_eval.npz", inputs=feats, labels=rng.integers(0, 5, 64))
     np.savez(proj / "data" / "mlp_calib.npz", inputs=rng.normal(0, 1, (16, 16)).astype(np.float32))
-    (proj / "nets.py").write_text(NETS)
+    (proj / "nets.py").write_text(TWO_HEAD_NET)
     sys.path.insert(0, str(proj))
     try:
         import nets
@@ -173,7 +138,7 @@ def test_wheel_gates_a_users_repository(fresh_venv, tmp_path):
     assert len(commands) == 2 and commands[0] == "tinygate check", torch_init.stdout
 
     # a step and a test of the user's own
-    (proj / "my_steps.py").write_text(MY_STEPS)
+    (proj / "my_steps.py").write_text(SCALE_STEP)
     (proj / "model_tests" / "test_mine.py").write_text(MY_TEST)
     with open(proj / "gate.toml", "a", encoding="utf-8") as fh:
         fh.write('\n[models.twohead.variants.scaled]\nsteps = [{ step = "scale_weights", scale = 0.5 }]\n'

@@ -1,0 +1,36 @@
+"""Code a user of tinygate writes, for the tests that play that user: a label-free network with two outputs
+(a score map and a pooled embedding) and a step of their own."""
+
+TWO_HEAD_NET = '''
+import torch
+
+
+class TwoHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.score = torch.nn.Conv2d(8, 2, 1)
+        self.embed = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return self.score(h), self.embed(h.mean(dim=(2, 3)))
+
+
+def build():
+    return TwoHead()
+'''
+
+SCALE_STEP = '''
+import tinygate
+
+
+@tinygate.step(consumes="torch", produces="torch", scale=0.5)
+def scale_weights(src, params, ctx, out):
+    """A step of the user's own: multiply every weight by `scale`."""
+    model = tinygate.load_torch(src)
+    for p in model.parameters():
+        p.data.mul_(params["scale"])
+    return tinygate.save_torch(model, out)
+'''
