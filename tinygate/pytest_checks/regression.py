@@ -102,8 +102,7 @@ def test_fidelity_vs_baseline(variant, variant_run, gate, gate_baseline, variant
     if not any(fidelity_key(r.output) in theirs for r in results):
         pytest.skip(f"{variant.id}: the baseline holds no per-input fidelity for this variant (accepted before "
                     "tinygate kept it): accept a new baseline")
-    measured(lambda: regression.same_data(gate_baseline, variant.model, gate_recorder.data[variant.model],
-                                          variant.id, baseline_dir(pytestconfig)))
+    _same_data(gate_baseline, variant, gate_recorder, pytestconfig)
     s = gate.config.regression
     verdicts = [(r.output, worse_by(theirs[fidelity_key(r.output)], r.samples_db, s.fidelity_drop_db, s.confidence))
                 for r in results if fidelity_key(r.output) in theirs]
@@ -127,6 +126,20 @@ def test_size_vs_baseline(artifact, variant_baseline, variant, gate_config, gate
             verdict.detail, "<=")
 
 
+def _same_data(against, variant, gate_recorder, pytestconfig) -> None:
+    """Per-sample scores pair only on the same evaluation data: other data fails, unless this run is being
+    accepted as the new baseline (with its reason), which replaces the old one."""
+    from tinygate.errors import GateError
+
+    try:
+        regression.same_data(against, variant.model, gate_recorder.data[variant.model], variant.id,
+                             baseline_dir(pytestconfig))
+    except GateError as exc:
+        if pytestconfig.getoption("--gate-accept-baseline"):
+            pytest.skip(f"{exc}; --gate-accept-baseline: this run replaces it")
+        pytest.fail(str(exc), pytrace=False)
+
+
 def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, max_psnr, max_acc, check):
     """Pair today's per-sample scores with those of a baseline (`against`) on the same evaluation data, measured
     by the same backend (a macOS Core ML run and a MIL-interpreter run are not paired)."""
@@ -135,8 +148,7 @@ def _paired(scores, variant, gate_config, gate_recorder, pytestconfig, against, 
     if theirs_on != scores.backend:
         pytest.skip(f"{variant.id}: refused: the baseline's scores were measured on the {theirs_on}, today's on the "
                     f"{scores.backend}; accept a baseline measured here to compare")
-    measured(lambda: regression.same_data(against, variant.model, gate_recorder.data[variant.model], variant.id,
-                                          baseline_dir(pytestconfig)))
+    _same_data(against, variant, gate_recorder, pytestconfig)
     theirs = against.samples(variant.id)
     if theirs is None:
         pytest.skip(f"{variant.id}: the baseline holds no per-sample scores for this variant")
