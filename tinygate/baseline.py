@@ -75,8 +75,9 @@ def refusal(rec, exitstatus: int, variant_ids: list[str], needs_samples: set[str
     """Why this run cannot become the baseline, or None if it can."""
     failed = [c for c in rec.checks if not c.passed]
     if exitstatus != 0 or failed:
-        return (f"this run did not pass (exit status {exitstatus}, {len(failed)} failed checks"
-                + (f", first: {failed[0].model}-{failed[0].variant} {failed[0].check}" if failed else "") + ")")
+        return (f"this run did not pass (exit status {exitstatus}, {len(failed)} checks not passed"
+                + (f", first: {failed[0].model}-{failed[0].variant} {failed[0].check}: {failed[0].verdict}"
+                   if failed else "") + ")")
     missing = [v for v in variant_ids if v not in rec.artifacts]
     if missing:
         return f"variants not built in this run: {', '.join(missing)} (run the whole gate, without -k or -m)"
