@@ -4,12 +4,18 @@ An entry's key hashes its inputs (the input artifact's hash, the step, its param
 versions); a second run with nothing changed finds every entry and rebuilds nothing. Entries are
 built in a temporary folder and renamed into place, under a file lock, so a killed run leaves no
 half-written entry and parallel workers build each entry once.
+
+The cache is a speed-up, never a source of truth: each entry is sealed with an HMAC of its key and contents
+under a secret kept outside the project (~/.cache/tinygate/cache.key, made on first use), and verified when
+read. An entry that does not verify (edited, corrupted, or committed by a pull request, whose author cannot
+know the key) is rebuilt, so it can slow a run but never change a verdict.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -61,30 +67,67 @@ def key_of(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+@functools.cache
+def _secret() -> bytes:
+    """This machine's cache key, outside any project: only what this machine built verifies."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinygate"
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "cache.key"
+    with FileLock(str(home / "cache.key.lock")):
+        if not path.is_file() or len(path.read_bytes()) != 32:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(32))
+        return path.read_bytes()
+
+
+def seal(key: str, entry: Path) -> str:
+    """The HMAC of an entry: its key and every file in it (the seal itself aside)."""
+    mac = hmac.new(_secret(), key.encode(), hashlib.sha256)
+    for f in sorted(p for p in entry.rglob("*") if p.is_file() and p.name != ".complete"):
+        mac.update(f.relative_to(entry).as_posix().encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return mac.hexdigest()
+
+
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.built: list[str] = []  # keys built (not found) in this process, for tests and the report
+        self._verified: set[str] = set()
+
+    def _trusted(self, key: str, entry: Path) -> bool:
+        """The entry is complete and its seal verifies (checked once per process)."""
+        if key in self._verified:
+            return True
+        marker = entry / ".complete"
+        if not marker.is_file() or not entry.is_dir():
+            return False
+        if not hmac.compare_digest(marker.read_text(errors="replace").strip(), seal(key, entry)):
+            return False
+        self._verified.add(key)
+        return True
 
     def get_or_build(self, key: str, build: Callable[[Path], None],
                      intact: Callable[[Path], bool] = lambda entry: True) -> Path:
         """The entry folder for `key`; `build(tmp_dir)` fills a fresh folder when it is absent, or when
         `intact(entry)` says a stored entry was corrupted (it is then rebuilt)."""
         entry = self.root / key
-        if (entry / ".complete").is_file() and intact(entry):
+        if self._trusted(key, entry) and intact(entry):
             return entry
         with FileLock(str(self.root / f"{key}.lock")):
-            if (entry / ".complete").is_file() and intact(entry):
+            self._verified.discard(key)
+            if self._trusted(key, entry) and intact(entry):
                 return entry
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
             try:
                 build(tmp)
-                (tmp / ".complete").write_text("ok")
+                (tmp / ".complete").write_text(seal(key, tmp))
                 if entry.exists():  # an incomplete leftover of a killed run
                     shutil.rmtree(entry)
                 os.replace(tmp, entry)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             self.built.append(key)
+            self._verified.add(key)
         return entry

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
+import sysconfig
+import types
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -79,27 +82,18 @@ class Context:
         return cached_data(self.cache, self.model.eval, f"models.{self.model.name}.eval")
 
 
-_data_memo: dict[tuple[str, str], Dataset] = {}
+_data_memo: dict[str, Dataset] = {}
 
 
 def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
-    """A data set, built once and kept on disk: a source's module file and the tool versions key it."""
+    """A data set, built once per process. A `source` is called afresh in every run, never read back from disk:
+    what it reads (files, other modules) cannot be known, so a cached copy could be stale. Scores and other
+    figures are keyed by the data's content hash."""
     if spec.source is None:
         return load_data(spec, where)
-    module = importlib.import_module(spec.source.split(":")[0])
-    ident = (spec.source, digest_path(Path(module.__file__)))
-    if ident not in _data_memo:
-        key = key_of(data=spec.source, module=ident[1], tools=tool_versions())
-
-        def build(out: Path) -> None:
-            data = load_data(spec, where)
-            names = spec.input_names or ("inputs",)
-            arrays = {**dict(zip(names, data.arrays(), strict=True)), "targets": data.targets, "labels": data.labels}
-            np.savez(out / "data.npz", **{k: v for k, v in arrays.items() if v is not None})
-
-        entry = store.get_or_build(key, build)
-        _data_memo[ident] = load_data(DataSpec(npz=entry / "data.npz", input_names=spec.input_names), where)
-    return _data_memo[ident]
+    if spec.source not in _data_memo:
+        _data_memo[spec.source] = load_data(spec, where)
+    return _data_memo[spec.source]
 
 
 def float_artifact(model: Model) -> Artifact:
@@ -113,9 +107,37 @@ def float_artifact(model: Model) -> Artifact:
         check_onnx(model.weights)
         files = onnx_files(model.weights)
     else:
-        files.append(Path(importlib.import_module(model.factory.split(":")[0]).__file__))
+        module = importlib.import_module(model.factory.split(":")[0])
+        files += [Path(module.__file__), *user_modules(module)]
     stamps = tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return Artifact(model.source_kind, model.weights, _digest(stamps, model.factory), model.factory)
+
+
+def user_modules(module: types.ModuleType) -> list[Path]:
+    """The source files of the user's own modules that `module` uses, transitively: modules it imports and
+    modules whose functions or classes it imports, found through namespaces. Installed packages, the standard
+    library and tinygate are left out (their versions key every cache entry)."""
+    seen, todo, found = {module.__name__}, [module], []
+    while todo:
+        for value in list(vars(todo.pop()).values()):
+            try:
+                name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+            except Exception:  # an object whose attribute access raises: not a module reference
+                continue
+            other = sys.modules.get(name) if isinstance(name, str) and name not in seen else None
+            path = Path(other.__file__).resolve() if getattr(other, "__file__", None) else None
+            if path is None or any(path.is_relative_to(p) for p in _library_paths()):
+                continue
+            seen.add(name)
+            todo.append(other)
+            found.append(path)
+    return sorted(set(found) - {Path(module.__file__).resolve()})
+
+
+@cache
+def _library_paths() -> tuple[Path, ...]:
+    paths = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return (*paths, Path(sys.base_prefix).resolve(), Path(__file__).resolve().parent)
 
 
 @cache
