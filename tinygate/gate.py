@@ -209,14 +209,15 @@ class VariantRun:
         """The checks this variant gets: each configured budget (latency aside), the quantized-weight bound
         of a quantized variant, the spec of a Core ML package."""
         keys = [k for k in self.variant.budgets if k in checks_.BUDGET_CHECKS]
-        if self._quantizing_index() is not None and "min_weight_sqnr_db" not in keys:
-            keys.append("min_weight_sqnr_db")
+        if self._quantizing_index() is not None:
+            keys += ["weight_error_vs_bound"] + ([] if "min_weight_sqnr_db" in keys else ["min_weight_sqnr_db"])
         if self.variant.kind == "mlpackage":
-            keys += list(checks_.SPEC_CHECKS)
+            keys += [k for k in checks_.SPEC_CHECKS if k.startswith("coreml")]
         return keys
 
     def check(self, key: str) -> list[Check]:
-        """Measure and judge one check (a budget key, or a Core ML spec check), recorded in the Gate's Recorder;
+        """Measure and judge one check (a budget key, the quantized-weight bound, a Core ML spec check), recorded in
+        the Gate's Recorder;
         what cannot be measured is a "not measured" Check carrying the reason."""
         fn = checks_.SPEC_CHECKS.get(key) or checks_.BUDGET_CHECKS[key]
         try:

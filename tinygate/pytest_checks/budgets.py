@@ -100,6 +100,13 @@ def test_output_top1_agreement_floor(gate_verdict):
 @pytest.mark.with_step(*QUANTIZING_STEPS)
 def test_quantized_weights_within_bound(gate_verdict):
     """Quantized weights read back from the artifact stay within their bound of the float weights."""
+    gate_verdict("weight_error_vs_bound")
+
+
+@pytest.mark.quantization
+@pytest.mark.with_step(*QUANTIZING_STEPS)
+def test_quantized_weight_sqnr_floor(gate_verdict):
+    """The worst quantized tensor's SQNR against its float weight (min_weight_sqnr_db, or the default floor)."""
     gate_verdict("min_weight_sqnr_db")
 
 
