@@ -72,8 +72,20 @@ class Interpreter:
             results = KERNELS[op.op_type](**args)
             results = results if isinstance(results, tuple | list) else (results,)
             for var, result in zip(op.outputs, results, strict=True):
-                env[var.name] = np.asarray(result).astype(self._dtype(var))  # fp16 outputs round here
+                env[var.name] = _stored(op.op_type, var.name, np.asarray(result), self._dtype(var))
         return {name: env[name] for name in self.output_names}
+
+
+def _stored(op: str, name: str, value: np.ndarray, dtype) -> np.ndarray:
+    """An op's output as Core ML stores it: fp16 outputs round here, and one beyond fp16's range is refused
+    (the device would hold inf) naming the op, the tensor and its largest magnitude."""
+    if dtype == np.float16 and value.dtype.kind == "f":
+        finite = np.abs(value[np.isfinite(value)])
+        big = float(finite.max()) if finite.size else 0.0
+        if big > 65504.0:
+            raise OverflowError(f"Core ML fp16: {op} output {name!r} reaches {big:.6g}, beyond fp16's largest "
+                                "value 65504")
+    return value.astype(dtype)
 
 
 # --- kernels: each takes the op's named inputs (numpy values) and returns its output(s) ---------------

@@ -109,3 +109,18 @@ STEPS: dict[str, StepSpec] = {s.name: s for s in (
               "mode": Param(str, "kmeans", _one_of("kmeans", "uniform")),
               "weight_threshold": Param(int, 0, _between(0, 2**31))}),
 )}
+
+
+FP16_MAX = 65504.0  # the largest finite float16
+
+
+def check_fp16_range(named: dict, what: str) -> None:
+    """Refuse weights that leave fp16's range (they would become inf, or be clipped without a word), naming the
+    largest one against 65504."""
+    import numpy as np
+
+    worst = max(((name, float(np.max(np.abs(np.asarray(v)), initial=0.0))) for name, v in named.items()),
+                key=lambda item: item[1], default=("", 0.0))
+    if worst[1] > FP16_MAX:
+        raise ValueError(f"{what}: weight {worst[0]!r} reaches {worst[1]:.6g}, beyond fp16's largest value "
+                         f"{FP16_MAX:g}")

@@ -13,6 +13,11 @@ def convert(src: Artifact, params: dict, ctx, out: Path) -> Path:
     import torch
 
     model = load_torch(src)
+    if params["precision"] == "fp16":
+        from tinygate.steps import check_fp16_range
+
+        check_fp16_range({k: v.detach().numpy() for k, v in model.state_dict().items() if v.is_floating_point()},
+                         "Core ML fp16")
     example = tuple(torch.from_numpy(x) for x in ctx.example_inputs())
     with torch.inference_mode():
         traced = torch.jit.trace(model, example)

@@ -73,10 +73,16 @@ def fp16(src: Artifact, params: dict, ctx, out: Path) -> Path:
     """Weights and arithmetic in float16 with ONNX Runtime's own converter (onnxruntime.transformers.float16);
     inputs and outputs stay float32 (keep_io_types), so the model is a drop-in replacement."""
     import onnx
+    from onnx import numpy_helper
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    model = OnnxModel(convert_float_to_float16(onnx.load(str(src.path)), keep_io_types=True))
+    from tinygate.steps import check_fp16_range
+
+    source = onnx.load(str(src.path))
+    check_fp16_range({t.name: numpy_helper.to_array(t) for t in source.graph.initializer if t.data_type == 1},
+                     "ort_fp16")
+    model = OnnxModel(convert_float_to_float16(source, keep_io_types=True))
     model.topological_sort()  # the converter appends the input casts after their consumers
     path = out / "model.onnx"
     onnx.save_model(model.model, str(path))
