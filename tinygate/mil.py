@@ -28,6 +28,30 @@ class UnsupportedOps(Exception):
     """The program uses ops this interpreter does not implement; raised before anything runs."""
 
 
+def _attr(op, name: str, default=None):
+    var = op.inputs.get(name)
+    return default if var is None or getattr(var, "val", None) is None else var.val
+
+
+def _refused(op) -> str | None:
+    """An attribute value an op's kernel here does not compute as Core ML does: refused up front (naming op,
+    attribute and value), never computed as something else."""
+    kind = op.op_type
+    if kind == "upsample_bilinear":
+        corners, half = bool(_attr(op, "align_corners", False)), _attr(op, "half_pixel_centers")
+        if half is not None and bool(half) == corners:  # torch has half-pixel centers exactly when not aligned
+            return f"{kind} half_pixel_centers={bool(half)} with align_corners={corners}"
+    if kind == "resize_bilinear":
+        mode = str(_attr(op, "sampling_mode", "DEFAULT"))
+        if mode not in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS", "UNALIGN_CORNERS"):
+            return f"{kind} sampling_mode={mode}"
+    if kind == "gather" and int(_attr(op, "batch_dims", 0)) != 0:
+        return f"gather batch_dims={int(_attr(op, 'batch_dims'))}"
+    if kind == "conv_transpose" and str(_attr(op, "pad_type", "valid")) not in ("valid", "custom"):
+        return f"conv_transpose pad_type={_attr(op, 'pad_type')}"
+    return None
+
+
 class Interpreter:
     """Load an .mlpackage once; call it with {input name: array} to get {output name: array}."""
 
@@ -42,6 +66,9 @@ class Interpreter:
                               and op.op_type != "const" and not op.op_type.startswith("constexpr_")})
         if unsupported:
             raise UnsupportedOps(f"{path}: the MIL interpreter does not support op(s): {', '.join(unsupported)}")
+        refused = sorted({problem for op in self.function.operations if (problem := _refused(op))})
+        if refused:
+            raise UnsupportedOps(f"{path}: the MIL interpreter does not implement {'; '.join(refused)}")
         self.input_names = list(self.function.inputs)
         self.output_names = [v.name for v in self.function.outputs]
         self._consts: dict[str, np.ndarray] = {}
@@ -241,12 +268,14 @@ def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
 
 
 def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+    """Normalized over `axes` (any of them, not only the last); gamma and beta have the shape of those axes."""
     x = _f(x)
-    axes = tuple(int(a) for a in np.atleast_1d(axes)) if axes is not None else tuple(range(x.ndim))
+    axes = tuple(sorted(int(a) % x.ndim for a in np.atleast_1d(axes))) if axes is not None else tuple(range(x.ndim))
     out = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + float(epsilon))
+    shape = [x.shape[d] if d in axes else 1 for d in range(x.ndim)]
     if gamma is not None:
-        out = out * _f(gamma)
-    return out + _f(beta) if beta is not None else out
+        out = out * _f(gamma).reshape(shape)
+    return out + _f(beta).reshape(shape) if beta is not None else out
 
 
 def pad(x, pad, mode="constant", constant_val=0.0):
