@@ -113,3 +113,26 @@ def test_reports_write_json_markdown_and_plot(tmp_path):
     assert "**blocked**" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "optimization_results.png").read_bytes()[:4] == b"\x89PNG"
     assert len(paths) == 3
+
+
+def test_a_quantized_tensor_that_matches_no_float_weight_is_named_not_dropped(tmp_path):
+    """A `*_quantized` initializer the reader cannot pair with a float weight stops the check, naming it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tinygate.artifacts import Artifact
+    from tinygate.errors import GateError
+    from tinygate.quant_artifacts import read
+
+    inits = [numpy_helper.from_array(np.ones((2, 2), np.int8), "fc.weight_quantized"),
+             numpy_helper.from_array(np.float32(0.1), "fc.weight_scale"),
+             numpy_helper.from_array(np.ones((2, 2), np.int8), "mystery_quantized"),
+             numpy_helper.from_array(np.float32(0.1), "mystery_scale")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits)
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    art = Artifact("onnx", tmp_path / "m.onnx", "", "")
+    assert [t.stored for t in read(art, ["fc.weight", "mystery"])] == ["fc.weight_quantized", "mystery_quantized"]
+    with pytest.raises(GateError, match="quantized tensor.s. mystery_quantized match no float weight"):
+        read(art, ["fc.weight"])

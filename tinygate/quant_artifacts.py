@@ -36,6 +36,7 @@ class QuantizedTensor:
     value_abs: float = 0.0  # absolute rounding of those weights near zero (fp16 subnormals)
     scale_eps: float = 0.0  # relative rounding of the stored scale
     scale_abs: float = 0.0  # absolute rounding of the stored scale (a float16 scale can underflow to 0)
+    transposed: bool = False  # stored as the float weight's transpose (ONNX Runtime's "_Transposed" Gemm weights)
 
 
 @dataclass
@@ -61,6 +62,7 @@ def check_tensor(qt: QuantizedTensor, float_weight: np.ndarray) -> TensorCheck:
     map to its nearest table entry: bound = distance to the nearest entry + 2*value_eps*(|w| + |entry|).
     """
     w = float_weight.astype(np.float64)
+    w = w.T if qt.transposed else w
     if w.shape != qt.dequantized.shape and tuple(d for d in w.shape if d != 1) == \
             tuple(d for d in qt.dequantized.shape if d != 1):  # a Conv1d kept as 2-D by its backend: same layout
         w = w.reshape(qt.dequantized.shape)
@@ -92,7 +94,15 @@ def read(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
     reader = {"onnx": _read_onnx, "mlpackage": _read_coreml, "torchscript": _read_torchscript}.get(art.kind)
     if reader is None:
         raise ValueError(f"{art.kind} artifacts hold no quantized weights")
-    return reader(art, float_names)
+    unmatched: list[str] = []
+    found = reader(art, float_names, unmatched)
+    if unmatched:  # a quantized weight that cannot be checked is not silently passed over
+        from tinygate.errors import GateError
+
+        raise GateError(art.path, None, f"quantized tensor(s) {', '.join(sorted(unmatched)[:5])}"
+                                        f"{' and more' if len(unmatched) > 5 else ''} match no float weight, so "
+                                        "their error cannot be checked")
+    return found
 
 
 def _match(stored_base: str, float_names: list[str]) -> str | None:
@@ -102,34 +112,39 @@ def _match(stored_base: str, float_names: list[str]) -> str | None:
     return flat.get(stored_base)
 
 
-def _read_onnx(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
+def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> list[QuantizedTensor]:
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(art.path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    axes = {n.input[0]: next((a.i for a in n.attribute if a.name == "axis"), 1)
-            for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    dequantizers = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
     out = []
     for name, q in inits.items():
         if not name.endswith("_quantized"):
             continue
-        base = name.removesuffix("_quantized")
+        stem = name.removesuffix("_quantized")  # "w" of w_quantized, w_scale, w_zero_point
+        base = stem.removesuffix("_Transposed")  # a Gemm weight ONNX Runtime stored transposed
+        node = dequantizers.get(name)  # static QDQ names the scale and zero point (a bias: "b_quantized_scale")
+        scale_name = node.input[1] if node is not None else f"{stem}_scale"
+        zero_name = node.input[2] if node is not None and len(node.input) > 2 else f"{stem}_zero_point"
         float_name = _match(base, float_names)
-        if float_name is None or f"{base}_scale" not in inits:
+        if float_name is None or scale_name not in inits:
+            unmatched.append(name)
             continue
-        scale = inits[f"{base}_scale"].astype(np.float32)
-        zero = inits.get(f"{base}_zero_point", np.zeros_like(scale, dtype=q.dtype)).astype(np.int64)
+        axis_attr = next((a.i for a in node.attribute if a.name == "axis"), 1) if node is not None else None
+        scale = inits[scale_name].astype(np.float32)
+        zero = inits.get(zero_name, np.zeros_like(scale, dtype=q.dtype)).astype(np.int64)
         axis = None
         if scale.size > 1:
-            axis = axes.get(name)
+            axis = axis_attr
             if axis is None:  # dynamic per-channel: the one dimension of the scale's length
                 dims = [d for d, n in enumerate(q.shape) if n == scale.size]
                 axis = dims[0]
         info = np.iinfo(q.dtype)
         params = quant.QParams(scale.ravel(), zero.ravel(), int(info.min), int(info.max), axis)
         out.append(QuantizedTensor(float_name, name, "affine", quant.dequantize(q, params).astype(np.float64),
-                                   params, q.astype(np.int64)))
+                                   params, q.astype(np.int64), transposed=stem != base))
     return out
 
 
@@ -142,7 +157,7 @@ def load_mil_program(path: Path):
     return mil_load(spec, spec.specificationVersion, str(path / "Data" / "com.apple.CoreML" / "weights"))
 
 
-def _read_coreml(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
+def _read_coreml(art: Artifact, float_names: list[str], unmatched: list[str]) -> list[QuantizedTensor]:
     out = []
     for op in load_mil_program(art.path).functions["main"].operations:
         if op.op_type not in ("constexpr_affine_dequantize", "constexpr_lut_to_dense"):
@@ -153,6 +168,7 @@ def _read_coreml(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]
         base = base.removesuffix("_to_fp16")
         float_name = _match(base, float_names)
         if float_name is None:
+            unmatched.append(op.name)
             continue
         val = {k: v.val for k, v in op.inputs.items()}
         if op.op_type == "constexpr_affine_dequantize":
@@ -173,7 +189,7 @@ def _read_coreml(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]
     return out
 
 
-def _read_torchscript(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
+def _read_torchscript(art: Artifact, float_names: list[str], unmatched: list[str]) -> list[QuantizedTensor]:
     import torch
 
     torch.backends.quantized.engine = dict(art.meta)["engine"]
@@ -193,6 +209,7 @@ def _read_torchscript(art: Artifact, float_names: list[str]) -> list[QuantizedTe
             weight, _ = torch.ops.quantized.conv2d_unpack(packed)
         float_name = _match(f"{name}.weight", float_names)
         if float_name is None:
+            unmatched.append(f"{name}._packed_params")
             continue
         q = weight.int_repr().numpy().astype(np.int64)
         if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
