@@ -136,3 +136,22 @@ def test_a_quantized_tensor_that_matches_no_float_weight_is_named_not_dropped(tm
     assert [t.stored for t in read(art, ["fc.weight", "mystery"])] == ["fc.weight_quantized", "mystery_quantized"]
     with pytest.raises(GateError, match="quantized tensor.s. mystery_quantized match no float weight"):
         read(art, ["fc.weight"])
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((6, 5), 1), ((6, 2, 8, 8), 1), ((6, 7, 5), 2)],
+                         ids=["logits", "class_map", "sequence"])
+def test_top1_agreement_is_taken_along_the_class_axis_at_each_location(shape, axis):
+    """A detector's (N, 2, H, W) face map: one decision per location, not one argmax of the flattened map."""
+    from tinygate.fidelity import Accumulator
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 1, shape)
+    out = ref + rng.normal(0, 0.05, shape)  # small noise: nearly every decision stands
+    acc = Accumulator("y")
+    acc.add(ref, out)
+    result = acc.result()
+    expected = 100 * np.mean(np.argmax(ref, axis) == np.argmax(out, axis))
+    assert result.class_axis == axis and result.top1_agreement_pct == pytest.approx(expected) and expected > 90
+    declared = Accumulator("y", class_axis=len(shape) - 1)  # declared in the config: the last axis
+    declared.add(ref, out)
+    assert declared.result().class_axis == len(shape) - 1

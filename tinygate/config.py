@@ -81,6 +81,7 @@ class Model:
     eval: DataSpec
     calibration: DataSpec | None
     variants: dict[str, Variant]
+    class_axis: int | None = None  # the outputs' class axis for top-1 agreement (None: inferred from the rank)
 
     @property
     def source_kind(self) -> str:
@@ -310,7 +311,10 @@ def _model(r: _Reader, name: str, body: Any, steps: dict[str, StepSpec]) -> Mode
         raise r.fail(f"{key}.task", f"must be one of {', '.join(TASKS)}; got {task!r}")
     inputs = _inputs(r, f"{key}.input", body["input"])
     shape = list(inputs[0][1])
-    out = r.table(body["output"], f"{key}.output", set(), {"name", "names"})
+    out = r.table(body["output"], f"{key}.output", set(), {"name", "names", "class_axis"})
+    class_axis = r.typed(out.pop("class_axis"), f"{key}.output.class_axis", int) if "class_axis" in out else None
+    if class_axis is not None and class_axis < 1:
+        raise r.fail(f"{key}.output.class_axis", f"must be an axis after the batch axis 0, got {class_axis}")
     if len(out) != 1:
         raise r.fail(f"{key}.output", "give exactly one of 'name' (one output) or 'names' (several, in order)")
     if "name" in out:
@@ -342,7 +346,7 @@ def _model(r: _Reader, name: str, body: Any, steps: dict[str, StepSpec]) -> Mode
                          "a variant cannot be its own speedup reference")
         variants[v.name] = replace(v, speedup_reference=reference)
     return Model(name=name, factory=factory, weights=weights, task=task, inputs=inputs, output_names=output_names,
-                 eval=eval_spec, calibration=calibration, variants=variants)
+                 eval=eval_spec, calibration=calibration, variants=variants, class_axis=class_axis)
 
 
 def _inputs(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:

@@ -86,11 +86,11 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
 
     check_inputs(model, data)
     key = key_of(fidelity=art.digest, reference=reference.digest, data=data.digest(), tools=tool_versions(),
-                 backend=backend_name(art.kind), outputs=model.output_names)
+                 backend=backend_name(art.kind), outputs=model.output_names, class_axis=model.class_axis)
 
     def build(out: Path) -> None:
         run, run_ref = runner_all(art, threads), runner_all(reference, threads)
-        acc = [fidelity_.Accumulator(name) for name in model.output_names]
+        acc = [fidelity_.Accumulator(name, model.class_axis) for name in model.output_names]
         for i in range(len(data)):
             xs = data.sample(i)
             mine, ref = run(*xs), run_ref(*xs)

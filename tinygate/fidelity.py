@@ -1,8 +1,10 @@
 """Fidelity to the float model, for models with no labels: per output, over the evaluation inputs.
 
 Output SQNR (dB) = 10 log10(sum ref^2 / sum (out - ref)^2) over every sample; the largest absolute
-difference; the mean and lowest per-sample cosine similarity (embeddings); per-sample top-1 agreement
-(argmax of each sample's flattened output). A NaN anywhere makes every figure NaN, which fails a budget.
+difference; the mean and lowest per-sample cosine similarity (embeddings); top-1 agreement along the class
+axis: one decision per sample for (N, C) logits, one per location for a (N, C, H, W) class map, one per step
+for (N, T, C) sequences (the axis is the output's `class_axis` in the config, else inferred from its rank and
+stated in the report). A NaN anywhere makes every figure NaN, which fails a budget.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class OutputFidelity:
     min_cosine: float
     top1_agreement_pct: float
     samples_db: tuple[float, ...] = ()  # each sample's output SQNR (dB, within +-SAMPLE_CAP_DB): paired comparisons
+    class_axis: int = 1  # the axis of the output (batch axis 0) that top-1 agreement takes the argmax along
 
     def figures(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k not in ("output", "samples_db")}
@@ -30,16 +33,24 @@ class OutputFidelity:
 class Accumulator:
     """Streams (reference, candidate) output pairs one sample at a time, so no evaluation set is held whole."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, class_axis: int | None = None) -> None:
         self.name = name
+        self.class_axis = class_axis  # None: inferred from the output's rank
         self.signal = self.noise = self.max_abs = 0.0
         self.cosines: list[float] = []
         self.samples: list[float] = []
-        self.agree: list[bool] = []
+        self.agree: list[float] = []  # per sample: the share of its decisions (locations, steps) that agree
         self.finite = True
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        if self.class_axis is None:
+            self.class_axis = infer_class_axis(reference.ndim)
+        if not 1 <= self.class_axis < max(reference.ndim, 2):
+            raise ValueError(f"output {self.name!r}: class_axis {self.class_axis} is not an axis of its "
+                             f"{reference.ndim}-D outputs (axis 0 is the batch)")
         for ref, out in zip(reference.astype(np.float64), candidate.astype(np.float64), strict=True):
+            axis = self.class_axis - 1 if ref.ndim else None
+            decided = np.argmax(ref, axis=axis) == np.argmax(out, axis=axis)
             ref, out = ref.ravel(), out.ravel()
             if not (np.isfinite(ref).all() and np.isfinite(out).all()):
                 self.finite = False
@@ -51,7 +62,7 @@ class Accumulator:
             self.cosines.append(cosine(ref, out))
             one = sqnr_db(float(ref @ ref), float(diff @ diff))
             self.samples.append(max(-SAMPLE_CAP_DB, min(SAMPLE_CAP_DB, one)))
-            self.agree.append(int(ref.argmax()) == int(out.argmax()))
+            self.agree.append(float(np.mean(decided)))
 
     def result(self) -> OutputFidelity:
         if not self.finite or not self.cosines:
@@ -59,10 +70,15 @@ class Accumulator:
             return OutputFidelity(self.name, nan, nan, nan, nan, nan)
         return OutputFidelity(self.name, sqnr_db(self.signal, self.noise), self.max_abs,
                               float(np.mean(self.cosines)), float(np.min(self.cosines)),
-                              100.0 * float(np.mean(self.agree)), tuple(self.samples))
+                              100.0 * float(np.mean(self.agree)), tuple(self.samples), int(self.class_axis))
 
 
 SAMPLE_CAP_DB = 200.0  # a sample's SQNR when its outputs are identical: finite, so paired statistics stay numbers
+
+
+def infer_class_axis(ndim: int) -> int:
+    """Where the classes are when the config does not say: (N, C) and (N, C, H, W) on axis 1, (N, T, C) last."""
+    return 2 if ndim == 3 else 1
 
 
 def sqnr_db(signal: float, noise: float) -> float:
