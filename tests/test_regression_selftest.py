@@ -97,7 +97,8 @@ def test_accepting_writes_figures_hashes_artifacts_scores_and_a_history_line(acc
 def test_an_unchanged_candidate_passes_every_regression_check(accepted, gate):
     run = gate("-m", "regression")
     assert run.returncode == 0, run.output[-3000:]
-    assert "10 passed" in run.output.splitlines()[-1]  # size, quality, drift, 2 latency x 2 variants
+    # size, quality, drift, 2 latency x 2 variants; the float model's outputs; no baseline variant missing
+    assert "12 passed" in run.output.splitlines()[-1]
 
 
 def test_a_failing_run_cannot_become_the_baseline(gate, tmp_path):
@@ -144,7 +145,7 @@ def test_a_baseline_on_other_evaluation_data_is_refused(accepted, gate, tmp_path
 
 def test_small_drops_that_each_pass_add_up_to_a_drift_failure(accepted, gate, tmp_path):
     noisy = _perturbed(tmp_path, 0.6, "noisy.safetensors")
-    lenient = "accuracy_drop_pct = 5.0\ndrift_accuracy_pct = 5.0"
+    lenient = "accuracy_drop_pct = 5.0\ndrift_accuracy_pct = 5.0\nfloat_change_sqnr_db = 1.0"
     second = gate("--gate-accept-baseline", "--reason", "release 1.1", weights=noisy, regression=lenient)
     assert second.returncode == 0, second.output[-3000:]
     run = gate("-m", "regression and not latency", weights=noisy, regression="drift_accuracy_pct = 1.0")
