@@ -1,3 +1,8 @@
 """Latency of every variant on this machine (pytest-benchmark), speedup over a reference, memory growth."""
 
-from tinygate.pytest_checks.latency import test_latency, test_speedup  # noqa: F401
+from tinygate.pytest_checks.latency import (  # noqa: F401
+    test_latency,
+    test_latency_p95_limit,
+    test_memory_growth_limit,
+    test_speedup,
+)

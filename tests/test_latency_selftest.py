@@ -52,21 +52,32 @@ def test_a_slower_variant_fails_its_speedup_and_a_fast_one_passes(tmp_path, run_
     assert "speedup over the reference variant" in run.line("tinybeauty-onnx_int8_dynamic: speedup")
 
 
-def test_an_absolute_latency_limit_fails_on_its_machine(tmp_path, run_gate):
-    (tmp_path / "gate.toml").write_text(DIGITS.replace("MACHINE", "here"))
-    run = run_gate(tmp_path / "gate.toml", "-m", "latency")
+def test_an_absolute_latency_limit_fails_on_its_machine_one_test_case_per_budget(tmp_path, run_gate):
+    config = DIGITS.replace("MACHINE", "here").replace("max_p50_ms = 0.0001",
+                                                       "max_p50_ms = 0.0001, max_p95_ms = 0.0001, "
+                                                       "max_memory_growth_mb = 1000")
+    (tmp_path / "gate.toml").write_text(config)
+    run = run_gate(tmp_path / "gate.toml", "-m", "latency", "--junitxml", str(tmp_path / "junit.xml"))
     assert run.returncode == 1, run.output
     assert "median latency" in run.line("digits-float: median latency")
+    assert "95th-percentile latency" in run.line("digits-float: 95th-percentile latency")
+    failed = {line.split("::")[1].split(" ")[0] for line in run.lines("FAILED")}
+    assert failed == {"test_latency[digits-float]", "test_latency_p95_limit[digits-float]"}, failed
+    junit = (tmp_path / "junit.xml").read_text()  # one test case per budget, each with its own value
+    for name, key in (("test_latency", "max_p50_ms"), ("test_latency_p95_limit", "max_p95_ms"),
+                      ("test_memory_growth_limit", "max_memory_growth_mb")):
+        case = junit.split(f'name="{name}[digits-float]"')[1].split("</testcase>")[0]
+        assert f'name="{key}"' in case, (name, case)
 
 
 def test_an_absolute_latency_limit_skips_with_its_reason_on_another_machine(tmp_path, run_gate):
     (tmp_path / "gate.toml").write_text(DIGITS.replace("MACHINE", "elsewhere"))
     run = run_gate(tmp_path / "gate.toml", "-m", "latency")
     assert run.returncode == 0, run.output
-    assert "hold on machine profile 'elsewhere'" in run.line("SKIPPED")
+    assert "holds on machine profile 'elsewhere'" in run.line("SKIPPED")
     strict = run_gate(tmp_path / "gate.toml", "-m", "latency", "--gate-strict")  # CI's default: it fails
     assert strict.returncode == 1, strict.output
-    assert "(--gate-strict: max_p50_ms not measured)" in strict.line("hold on machine profile 'elsewhere'")
+    assert "(--gate-strict: max_p50_ms not measured)" in strict.line("holds on machine profile 'elsewhere'")
     doc = json.loads((strict.reports / "results.json").read_text())
     assert [(c["check"], c["verdict"]) for c in doc["checks"]] == [("max_p50_ms", "not measured")]
     summary = (strict.reports / "summary.md").read_text()

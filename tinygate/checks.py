@@ -216,28 +216,40 @@ def coreml_program(run: VariantRun) -> list[Check]:
     return [spec_check(run, "model_type", _coreml_spec(run).model_type, "mlProgram")]
 
 
-def coreml_interface(run: VariantRun) -> list[Check]:
-    """Its input and output names and shapes are the float model's."""
+def coreml_inputs(run: VariantRun) -> list[Check]:
+    """Its input names and shapes are the float model's."""
+    return [spec_check(run, "inputs", _coreml_spec(run).inputs, dict(run.model.inputs))]
+
+
+def coreml_outputs(run: VariantRun) -> list[Check]:
+    """Its output names and shapes are the float model's."""
     from tinygate import pipeline
 
-    desc = _coreml_spec(run)
-    return [spec_check(run, "inputs", desc.inputs, dict(run.model.inputs)),
-            spec_check(run, "outputs", desc.outputs, pipeline.float_output_shapes(run.model))]
+    return [spec_check(run, "outputs", _coreml_spec(run).outputs, pipeline.float_output_shapes(run.model))]
+
+
+def _convert_params(run: VariantRun) -> dict:
+    return next(s.params for s in run.variant.steps if s.name == "coreml")
 
 
 def coreml_precision(run: VariantRun) -> list[Check]:
-    """It declares the configured compute precision and deployment target."""
+    """It declares the configured compute precision."""
+    return [spec_check(run, "compute_precision", _coreml_spec(run).precision, _convert_params(run)["precision"])]
+
+
+def coreml_target(run: VariantRun) -> list[Check]:
+    """It declares the spec version of the configured minimum deployment target."""
     from tinygate import coreml_spec as spec_of
 
-    desc, params = _coreml_spec(run), next(s.params for s in run.variant.steps if s.name == "coreml")
-    return [spec_check(run, "compute_precision", desc.precision, params["precision"]),
-            spec_check(run, "spec_version", desc.spec_version, spec_of.SPEC_VERSION[params["target"]],
-                       note=f"minimum deployment target {params['target']}")]
+    target = _convert_params(run)["target"]
+    return [spec_check(run, "spec_version", _coreml_spec(run).spec_version, spec_of.SPEC_VERSION[target],
+                       note=f"minimum deployment target {target}")]
 
 
 # Checks that are not budget keys: the quantized-weight bound and the Core ML spec.
 SPEC_CHECKS = {"weight_error_vs_bound": weight_error_bound, "coreml_program": coreml_program,
-               "coreml_interface": coreml_interface, "coreml_precision": coreml_precision}
+               "coreml_inputs": coreml_inputs, "coreml_outputs": coreml_outputs,
+               "coreml_precision": coreml_precision, "coreml_target": coreml_target}
 
 
 # Budget key -> the check that measures it. Latency keys are timed (tinygate.gate.VariantRun.latency).
@@ -258,4 +270,3 @@ BUDGET_CHECKS: dict[str, Callable[[VariantRun], list[Check]]] = {
     "min_output_top1_agreement_pct": _fidelity("min_output_top1_agreement_pct", "top1_agreement_pct"),
     "min_weight_sqnr_db": weight_sqnr,
 }
-LATENCY = ("max_p50_ms", "max_p95_ms", "max_memory_growth_mb", "min_speedup")

@@ -118,14 +118,26 @@ def test_coreml_loads_as_mlprogram(gate_verdict):
 
 @spec
 @pytest.mark.artifact_kind("mlpackage")
-def test_coreml_interface_matches_float(gate_verdict):
-    gate_verdict("coreml_interface")
+def test_coreml_inputs_match_float(gate_verdict):
+    gate_verdict("coreml_inputs")
 
 
 @spec
 @pytest.mark.artifact_kind("mlpackage")
-def test_coreml_precision_and_target(gate_verdict):
+def test_coreml_outputs_match_float(gate_verdict):
+    gate_verdict("coreml_outputs")
+
+
+@spec
+@pytest.mark.artifact_kind("mlpackage")
+def test_coreml_compute_precision(gate_verdict):
     gate_verdict("coreml_precision")
+
+
+@spec
+@pytest.mark.artifact_kind("mlpackage")
+def test_coreml_deployment_target(gate_verdict):
+    gate_verdict("coreml_target")
 
 
 __all__ = [name for name in dir() if name.startswith("test_")]

@@ -10,53 +10,81 @@ from tinygate.checks import not_measured
 from tinygate.errors import GateError
 from tinygate.pytest_plugin import measured, unmeasurable
 
-__all__ = ["test_latency", "test_speedup"]
+__all__ = ["test_latency", "test_latency_p95_limit", "test_memory_growth_limit", "test_speedup"]
+
+def _timing(variant_run, timed_runner, rounds: int, found: tuple | None = None) -> tuple[np.ndarray, float]:
+    """Per-call times (s) and the rise of resident memory (MB) across them, measured once per process: the
+    timings test_latency took with pytest-benchmark, or the same warm-up and rounds timed by hand."""
+    def by_hand():
+        run, xs = timed_runner
+        before = latency.rss_mb()
+        times = latency.timings(run, xs, rounds, warmup=5)
+        return times, latency.rss_mb() - before
+    return variant_run.gate.once(("timing", variant_run.variant.id), (lambda: found) if found else by_hand)
+
+
+def _no_timing(variant_run, key: str) -> None:
+    """--benchmark-disable: the user asked for no timing; a latency budget then fails, as it cannot be measured."""
+    variant = variant_run.variant
+    keys = [key] if key in variant.budgets else []
+    reason = f"{variant.id}: timing is disabled (--benchmark-disable)"
+    variant_run.gate.recorder.checks.extend(not_measured(variant_run, k, reason) for k in keys)
+    if keys:
+        pytest.fail(f"{variant.id}: latency budgets set, but timing is disabled (--benchmark-disable): "
+                    f"{', '.join(keys)} not measured", pytrace=False)
+    pytest.skip(reason)
+
+
+def _judge_absolute(request, variant_run, gate_verdict, key: str, value: float, note: str) -> None:
+    """An absolute limit holds on the variant's machine profile; elsewhere it is not measured."""
+    variant, machines = variant_run.variant, variant_run.gate.config.machines
+    if not latency.matches(profile := machines[variant.machine]):
+        unmeasurable(request, variant_run, [key], f"{variant.id}: {key} holds on machine profile "
+                     f"{variant.machine!r} ({profile['cpu_model']}); this machine is {latency.cpu_model()!r}")
+    gate_verdict(key, value, note)
 
 
 @pytest.mark.latency
-def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_config, gate_threads, gate_recorder,
+def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_threads, gate_recorder, gate_verdict,
                  pytestconfig):
+    """Times the variant with pytest-benchmark (one group per model); holds max_p50_ms where it is set."""
     run, xs = timed_runner
     benchmark.group = variant.model
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
     rounds = pytestconfig.getoption("--gate-latency-rounds")
     before = latency.rss_mb()
     benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=5, iterations=1)
-    if benchmark.stats is None and not pytestconfig.getoption("benchmark_disable"):
-        # pytest-benchmark turns itself off under pytest-xdist; this test holds the machine alone there
-        # (the plugin's machine lock), so it is timed the same way by hand rather than not at all.
-        times = latency.timings(run, xs, rounds, warmup=5)
-    elif benchmark.stats is None:  # --benchmark-disable: the user asked for no timing
-        keys = [k for k in ("max_p50_ms", "max_p95_ms", "max_memory_growth_mb") if k in variant.budgets]
-        reason = f"{variant.id}: timing is disabled (--benchmark-disable)"
-        gate_recorder.checks.extend(not_measured(variant_run, k, reason) for k in keys)
-        if keys:
-            pytest.fail(f"{variant.id}: latency budgets set, but timing is disabled (--benchmark-disable): "
-                        f"{', '.join(keys)} not measured", pytrace=False)
-        pytest.skip(reason)
-    else:
-        times = np.asarray(benchmark.stats.stats.data)
-    growth = latency.rss_mb() - before
-    times_ms = times * 1000
-    p50, p95 = float(np.percentile(times_ms, 50)), float(np.percentile(times_ms, 95))
+    if benchmark.stats is None and pytestconfig.getoption("benchmark_disable"):
+        _no_timing(variant_run, "max_p50_ms")
+    # pytest-benchmark turns itself off under pytest-xdist; this test holds the machine alone there (the plugin's
+    # machine lock), so it is timed the same way by hand rather than not at all.
+    found = (np.asarray(benchmark.stats.stats.data), latency.rss_mb() - before) if benchmark.stats else None
+    times, growth = _timing(variant_run, timed_runner, rounds, found)
+    p50, p95 = (float(np.percentile(times * 1000, q)) for q in (50, 95))
     gate_recorder.figure(variant.id, p50_ms=p50, p95_ms=p95, threads=gate_threads, memory_growth_mb=growth)
-    judged = []  # every latency budget is judged and recorded before the test fails on any of them
-    if "max_memory_growth_mb" in variant.budgets:
-        judged.append(variant_run.judge_value("max_memory_growth_mb", growth,
-                                              note="rise of resident memory across the timed calls"))
-    absolute = [k for k in ("max_p50_ms", "max_p95_ms") if k in variant.budgets]
-    elsewhere = ""
-    if absolute and not latency.matches(profile := gate_config.machines[variant.machine]):
-        elsewhere = (f"{variant.id}: {', '.join(absolute)} hold on machine profile {variant.machine!r} "
-                     f"({profile['cpu_model']}); this machine is {latency.cpu_model()!r}")
-    elif absolute:
-        judged += [variant_run.judge_value(key, value, note=f"{len(times_ms)} rounds, {gate_threads} thread(s)")
-                   for key, value in (("max_p50_ms", p50), ("max_p95_ms", p95)) if key in variant.budgets]
-    bad = [c.reason for c in judged if not c.passed]
-    if bad:
-        pytest.fail("; ".join(bad), pytrace=False)
-    if elsewhere:
-        unmeasurable(request, variant_run, absolute, elsewhere)
+    if "max_p50_ms" in variant.budgets:
+        _judge_absolute(request, variant_run, gate_verdict, "max_p50_ms", p50,
+                        f"{len(times)} rounds, {gate_threads} thread(s)")
+
+
+@pytest.mark.latency
+@pytest.mark.budget("max_p95_ms")
+def test_latency_p95_limit(request, timed_runner, variant_run, gate_threads, gate_verdict, pytestconfig):
+    if pytestconfig.getoption("benchmark_disable"):
+        _no_timing(variant_run, "max_p95_ms")
+    times, _ = _timing(variant_run, timed_runner, pytestconfig.getoption("--gate-latency-rounds"))
+    _judge_absolute(request, variant_run, gate_verdict, "max_p95_ms", float(np.percentile(times * 1000, 95)),
+                    f"{len(times)} rounds, {gate_threads} thread(s)")
+
+
+@pytest.mark.latency
+@pytest.mark.budget("max_memory_growth_mb")
+def test_memory_growth_limit(timed_runner, variant_run, gate_verdict, pytestconfig):
+    """The rise of resident memory across the timed calls (a leak), not the peak, which never falls."""
+    if pytestconfig.getoption("benchmark_disable"):
+        _no_timing(variant_run, "max_memory_growth_mb")
+    _, growth = _timing(variant_run, timed_runner, pytestconfig.getoption("--gate-latency-rounds"))
+    gate_verdict("max_memory_growth_mb", growth, note="rise of resident memory across the timed calls")
 
 
 @pytest.mark.latency
