@@ -217,6 +217,18 @@ def test_a_25_percent_slower_candidate_fails_the_latency_regression_check(passes
     assert "Wilcoxon" in run.line("digits-float: regressed against the baseline: latency_ratio_vs_baseline")
 
 
+def test_a_slower_forward_with_the_same_factory_name_and_weights_fails(passes_gate, tmp_path):
+    """Only the code changed (the factory module edited in place): the baseline's TorchScript of its own day is
+    timed against today's, so the slowdown is seen."""
+    path = tmp_path / "passes.py"
+    slower = path.read_text().replace("def eight():\n    return Passes(8)", "def eight():\n    return Passes(12)")
+    path.write_text(slower)
+    run = passes_gate("eight", "-m", "regression and latency", "-k", "latency_vs_baseline")
+    assert run.returncode == 1, run.output[-3000:]
+    line = run.line("digits-float: regressed against the baseline: latency_ratio_vs_baseline")
+    assert "Wilcoxon" in line
+
+
 def test_an_identical_candidate_timed_against_the_baseline_passes(passes_gate):
     run = passes_gate("eight_again", "-m", "regression and latency", "-k", "latency_vs_baseline")
     assert run.returncode == 0, run.output[-3000:]

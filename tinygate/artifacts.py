@@ -130,6 +130,20 @@ def save_torch(module, out: Path) -> Path:
     return path
 
 
+def trace_torch(art: Artifact, xs: tuple[np.ndarray, ...], path: Path | None = None):
+    """A PyTorch model frozen as TorchScript (its graph as today's code computes it), saved to `path` if given:
+    what a baseline keeps so that its latency is timed later without the code of that day."""
+    import torch
+
+    model = load_torch(art)
+    with torch.inference_mode(), warnings.catch_warnings():  # tracer notes and TorchScript's deprecation
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, tuple(torch.from_numpy(x) for x in xs), check_trace=False)
+        if path is not None:
+            traced.save(str(path))
+    return traced
+
+
 def runner(art: Artifact, threads: int = 1) -> Runner:
     """A function from batched input arrays (one per model input) to the model's first output."""
     run = runner_all(art, threads)
@@ -145,7 +159,8 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
         if art.kind == "torch":
             model = load_torch(art)
         else:
-            torch.backends.quantized.engine = dict(art.meta)["engine"]
+            if "engine" in dict(art.meta):  # a quantized model runs on the engine it was built for
+                torch.backends.quantized.engine = dict(art.meta)["engine"]
             with warnings.catch_warnings():  # TorchScript is deprecated; see tinygate/steps/torch_int8.py
                 warnings.simplefilter("ignore", DeprecationWarning)
                 model = torch.jit.load(str(art.path))

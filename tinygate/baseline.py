@@ -52,6 +52,12 @@ class Baseline:
             raise GateError(path, None, "the baseline's artifact is missing; accept a new baseline")
         return Artifact(v["kind"], path, v["artifact"], v.get("factory", ""), tuple(map(tuple, v.get("meta", []))))
 
+    def traced(self, variant_id: str) -> Artifact | None:
+        """The TorchScript a PyTorch variant was frozen as when it was accepted (its code of that day), if kept."""
+        v = self.variant(variant_id) or {}
+        path = self.root / v["traced_path"] if v.get("traced_path") else None
+        return Artifact("torchscript", path, v["artifact"], v.get("factory", "")) if path and path.is_file() else None
+
     @property
     def first(self) -> Baseline | None:
         """The first baseline of this release line (the drift guard compares with it)."""
@@ -87,9 +93,10 @@ def refusal(rec, exitstatus: int, variant_ids: list[str], needs_samples: set[str
     return None
 
 
-def accept(root: Path, rec, doc: dict, new_release_line: bool = False) -> Path:
+def accept(root: Path, rec, doc: dict, new_release_line: bool = False, tracer=None) -> Path:
     """Write this run as the baseline under `root` (atomically: built beside it, then renamed into place).
-    The first baseline, or one accepted with new_release_line, also becomes first/."""
+    The first baseline, or one accepted with new_release_line, also becomes first/. `tracer(variant_id,
+    artifact, path)` freezes a PyTorch artifact as TorchScript, so later runs time the code of this day."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".baseline.", dir=root.parent))
     try:
@@ -106,6 +113,9 @@ def accept(root: Path, rec, doc: dict, new_release_line: bool = False) -> Path:
                              "bytes": art["bytes"],
                              "factory": art.get("factory", ""), "meta": art.get("meta", []),
                              "artifact_path": (Path("artifacts") / vid / src.name).as_posix()}
+            if tracer is not None and art["kind"] == "torch":
+                tracer(vid, Artifact("torch", src, art["digest"], art.get("factory", "")), dest / "traced.pt")
+                variants[vid]["traced_path"] = (Path("artifacts") / vid / "traced.pt").as_posix()
         (tmp / "scores").mkdir()
         for vid, values in rec.samples.items():
             np.savez(tmp / "scores" / f"{vid}.npz", **{k: np.asarray(v) for k, v in values.items()})

@@ -387,6 +387,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _history_and_baseline(session, gate_, int(exitstatus))
 
 
+def _tracer(cfg):
+    """Freeze a PyTorch variant as TorchScript on the config's example inputs (tinygate.artifacts.trace_torch)."""
+    from tinygate import pipeline
+    from tinygate.artifacts import trace_torch
+
+    def trace(variant_id: str, art, path: Path) -> None:
+        model = next(cfg.models[v.model] for v in cfg.variants if v.id == variant_id)
+        trace_torch(art, pipeline.example_inputs(model), path)
+    return trace
+
+
 def _outcomes(config: pytest.Config) -> dict[str, int]:
     """pytest's own counts of failed tests and errors, so the reports' headline covers every failure."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -409,7 +420,7 @@ def _history_and_baseline(session: pytest.Session, gate_, exitstatus: int) -> No
         if why_not is None:
             reason = config.getoption("gate_reason").strip()
             target = baseline.accept(baseline_dir(config), rec, {**run, "reason": reason},
-                                     config.getoption("--gate-new-release-line"))
+                                     config.getoption("--gate-new-release-line"), _tracer(cfg))
             run.update(baseline=True, reason=reason)
             config.stash[ACCEPTED] = f"baseline accepted: {target} ({reason})"
         else:

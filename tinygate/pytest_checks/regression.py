@@ -110,6 +110,29 @@ def test_fidelity_vs_baseline(variant, variant_run, gate, gate_baseline, variant
                 "output SQNR vs the float model, paired with the baseline's")
 
 
+def _traced_runner(art, xs, threads: int):
+    """A PyTorch model as TorchScript (the baseline's saved one, or today's traced the same way), run op by op as
+    traced: the JIT's graph optimizations (which would fold repeated work away) are off for both."""
+    import warnings
+
+    import torch
+
+    from tinygate.artifacts import trace_torch
+
+    torch.set_num_threads(threads)
+    if art.kind == "torchscript":
+        with warnings.catch_warnings():  # TorchScript is deprecated; see tinygate/steps/torch_int8.py
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.load(str(art.path))
+    else:
+        traced = trace_torch(art, xs)
+
+    def run(*inputs):
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            return traced(*(torch.from_numpy(x) for x in inputs))
+    return run
+
+
 def _skip_coreml_off_macos(variant) -> None:
     if variant.backend == "coreml" and coreml_backend() != COREML_RUNTIME:
         pytest.skip(f"{variant.id}: Core ML latency needs MLModel.predict (macOS only)")
@@ -206,9 +229,13 @@ def test_latency_vs_baseline(artifact, gate_baseline, variant_baseline, variant,
     from tinygate import pipeline
 
     xs = pipeline.example_inputs(variant_run.model)
+    frozen = gate_baseline.traced(variant.id) if artifact.kind == "torch" else None
     try:
-        base_run = runner(gate_baseline.artifact(variant.id), gate_threads)
-        new_run = runner(artifact, gate_threads)
+        if frozen is not None:  # the baseline's code of its day against today's, both traced the same way
+            base_run, new_run = _traced_runner(frozen, xs, gate_threads), _traced_runner(artifact, xs, gate_threads)
+        else:
+            base_run = runner(gate_baseline.artifact(variant.id), gate_threads)
+            new_run = runner(artifact, gate_threads)
     except GateError as exc:
         failure = f"{variant.id}: {exc}"
     else:
@@ -218,6 +245,10 @@ def test_latency_vs_baseline(artifact, gate_baseline, variant_baseline, variant,
         same_machine = gate_baseline.doc.get("machine", {}).get("id") == str(fingerprint()["id"])
         note = verdict.detail + ("" if same_machine else "; the baseline was recorded on another machine: its "
                                  "stored timings are refused (this interleaved comparison stands)")
+        if artifact.kind == "torch":
+            note += ("; TorchScript of the baseline's code against today's" if frozen is not None else
+                     "; the baseline keeps no TorchScript: it ran with today's code, so a code-only slowdown is "
+                     "not seen (accept a new baseline to keep one)")
         _record(gate_recorder, variant, "latency_ratio_vs_baseline", verdict, 1 + s.slowdown_pct / 100, "x", note,
                 "<=")
         return
