@@ -1,14 +1,20 @@
-"""Benchmark of the latency decision rule (tinygate.regression.compare_latency) against pytest-benchmark's
-`--benchmark-compare-fail=median:10%` on the same timings.
+"""Benchmark of the latency decision rule (tinygate.regression) against pytest-benchmark's
+`--benchmark-compare-fail=median:10%`, both judged on the same recorded timings.
 
 Artifacts: tinybeauty exported to ONNX at 128x128 ("base"), and the same model with an extra three-conv
 branch whose output is added at zero weight: 16 channels wide ("slower", about 15% more work) or 24 wide
-("much_slower", about a third more); outputs are identical. Each
-comparison times base and candidate interleaved in random order, as the gate does. tinygate's rule decides
-on those per-round ratios; pytest-benchmark's rule (its own PercentageRegressionCheck, parsed from
-"median:10%") compares the candidate's timings with a *stored run*: the base timings saved by the previous
-comparison, as a job compares with a run stored earlier. A CPU hog on the other core runs during every
-other pair of comparisons, as a neighbour on a shared CI machine would.
+("much_slower", about a third more); outputs are identical. Each comparison records one run: 3 warm-up
+rounds, then MAX_ROUNDS rounds that call base and candidate once each, in random order. Every rule reads
+that same run, each with its documented settings:
+- tinygate: the sequential rule (tinygate.regression.replay_latency: 20 rounds at a time, up to 120), as
+  compare_latency would have decided timing those rounds itself;
+- pytest-benchmark as it is used (a job compares with a run stored by an earlier job): its own
+  PercentageRegressionCheck ("median:10%") on the candidate's first ROUNDS times against the base's first
+  ROUNDS times recorded by the previous comparison (the stored run);
+- pytest-benchmark's rule on the interleaved run itself: the same check on the candidate's and the base's
+  first ROUNDS times of this comparison (what the rule gives when its inputs share the machine's state).
+ROUNDS is the gate's --gate-latency-rounds default (30). A CPU hog on the other core runs during every other
+triple of comparisons, as a neighbour on a shared CI machine would.
 
 Run: python benchmarks/decision_rule.py [--comparisons 20] (tox -e decision-rule). Writes
 reports/latest/decision_rule.json and decision_rule.md.
@@ -71,13 +77,16 @@ def _session(path: Path):
     return lambda: session.run(None, {"image": x})
 
 
-def _timed(fn, side: str, sink: list):
-    """fn, also recording each call's time in `sink`: pytest-benchmark's rule is judged on the same timings."""
-    def call():
-        t0 = time.perf_counter()
-        fn()
-        sink.append((side, time.perf_counter() - t0))
-    return call
+ROUNDS, MAX_ROUNDS = 30, 120
+
+
+def _record(base, new, rng) -> list[tuple[float, float]]:
+    """One comparison's run: warm-up, then MAX_ROUNDS interleaved rounds of (base time, candidate time)."""
+    from tinygate.regression import time_pair
+
+    for _ in range(3):
+        time_pair(base, new, rng)
+    return [time_pair(base, new, rng) for _ in range(MAX_ROUNDS)]
 
 
 def _hog(stop) -> None:
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pytest_benchmark.utils import parse_compare_fail
 
-    from tinygate.regression import compare_latency, time_pair
+    from tinygate.regression import replay_latency, time_pair
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {name: _session(path) for name, path in _export(Path(tmp)).items()}
@@ -120,22 +129,24 @@ def main(argv: list[str] | None = None) -> int:
                 hog.join()
                 stop, hog = mp.Event(), None
             candidate = base if kind == "identical" else sessions[kind]
-            times: list[tuple[str, float]] = []
-            decision = compare_latency(_timed(base, "base", times), _timed(candidate, "new", times), seed=i)
-            base_times = [t for s, t in times if s == "base"][3:]  # after compare_latency's 3 warm-up rounds
-            new_times = [t for s, t in times if s == "new"][3:]
-            pb_fails = None
+            run = _record(base, candidate, np.random.default_rng(i))
+            decision = replay_latency(run)
+            base_times, new_times = [b for b, _ in run[:ROUNDS]], [n for _, n in run[:ROUNDS]]
+            pb_same = bool(pb_rule.fails({"median": float(np.median(new_times))},
+                                         {"median": float(np.median(base_times))}))
+            pb_stored = None
             if stored_base is not None:  # pytest-benchmark: this run against the run stored before it
-                pb_fails = bool(pb_rule.fails({"median": float(np.median(new_times))},
-                                              {"median": float(np.median(stored_base))}))
+                pb_stored = bool(pb_rule.fails({"median": float(np.median(new_times))},
+                                               {"median": float(np.median(stored_base))}))
             stored_base = base_times
             rows.append({"kind": kind, "noisy_neighbour": noisy, "tinygate_regressed": decision.regressed,
                          "tinygate_verdict": decision.verdict, "rounds": decision.rounds,
                          "median_ratio": decision.median_ratio, "p_value": decision.p_value,
-                         "pytest_benchmark_fails": pb_fails})
+                         "pytest_benchmark_fails": pb_stored, "pytest_benchmark_same_run_fails": pb_same})
             print(f"{i:3d} {kind:11s} noisy={noisy!s:5s} tinygate={decision.verdict:13s} ratio="
-                  f"{decision.median_ratio:.3f} rounds={decision.rounds:3d} pytest-benchmark="
-                  f"{'n/a' if pb_fails is None else 'FAIL' if pb_fails else 'pass'}", flush=True)
+                  f"{decision.median_ratio:.3f} rounds={decision.rounds:3d} pytest-benchmark stored="
+                  f"{'n/a' if pb_stored is None else 'FAIL' if pb_stored else 'pass'} same-run="
+                  f"{'FAIL' if pb_same else 'pass'}", flush=True)
         if hog is not None:
             stop.set()
             hog.join()
@@ -156,22 +167,31 @@ def main(argv: list[str] | None = None) -> int:
             "false_positives": rate("pytest_benchmark_fails", "identical", True),
             "false_negatives_slower": rate("pytest_benchmark_fails", "slower", False),
             "false_negatives_much_slower": rate("pytest_benchmark_fails", "much_slower", False)},
+        "pytest_benchmark_median_10pct_same_run": {
+            "false_positives": rate("pytest_benchmark_same_run_fails", "identical", True),
+            "false_negatives_slower": rate("pytest_benchmark_same_run_fails", "slower", False),
+            "false_negatives_much_slower": rate("pytest_benchmark_same_run_fails", "much_slower", False)},
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "decision_rule.json").write_text(json.dumps(summary, indent=1))
-    t, pb = summary["tinygate"], summary["pytest_benchmark_median_10pct"]
+    t, pb, same = (summary[k] for k in ("tinygate", "pytest_benchmark_median_10pct",
+                                        "pytest_benchmark_median_10pct_same_run"))
     md = ["# Latency decision rule: tinygate vs pytest-benchmark `median:10%`", "",
           f"'slower' is {100 * (true_ratio['slower'] - 1):.1f}% and 'much_slower' "
           f"{100 * (true_ratio['much_slower'] - 1):.1f}% slower than 'base' (medians of 100 interleaved rounds). "
           f"{args.comparisons} comparisons of each kind, {summary['seconds']:.0f} s; a CPU hog on the other core "
-          "during every other triple.", "",
+          f"during every other triple. Every rule reads the same recorded runs ({MAX_ROUNDS} interleaved rounds "
+          f"each; pytest-benchmark's rule its first {ROUNDS}, the gate's default).", "",
           "| rule | identical flagged (false positives) | 'slower' missed | 'much_slower' missed |",
           "|---|---|---|---|",
           f"| tinygate: interleaved, median > +10% and Wilcoxon p < 0.001, sequential | {t['false_positives']} | "
           f"{t['false_negatives_slower']} | {t['false_negatives_much_slower']} |",
           f"| pytest-benchmark `--benchmark-compare-fail=median:10%` vs the stored previous run | "
-          f"{pb['false_positives']} | {pb['false_negatives_slower']} | {pb['false_negatives_much_slower']} |", "",
+          f"{pb['false_positives']} | {pb['false_negatives_slower']} | {pb['false_negatives_much_slower']} |",
+          f"| pytest-benchmark `median:10%` on the same interleaved run | "
+          f"{same['false_positives']} | {same['false_negatives_slower']} | {same['false_negatives_much_slower']} |",
+          "",
           f"tinygate used {t['mean_rounds']:.1f} interleaved rounds per comparison on average."]
     (args.out / "decision_rule.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -155,3 +155,20 @@ def test_top1_agreement_is_taken_along_the_class_axis_at_each_location(shape, ax
     declared = Accumulator("y", class_axis=len(shape) - 1)  # declared in the config: the last axis
     declared.add(ref, out)
     assert declared.result().class_axis == len(shape) - 1
+
+
+def test_replayed_latency_rule_decides_as_the_live_rule_would():
+    """The benchmark judges recorded runs with tinygate.regression.replay_latency: identical timings decide
+    "unchanged" after the first 20 rounds, a clear 30% slowdown "regressed", and a run too short is refused."""
+    from tinygate.regression import decide_latency, replay_latency
+
+    rng = np.random.default_rng(0)
+    base = 0.010 * (1 + 0.02 * rng.random(120))
+    same = replay_latency(list(zip(base, base * (1 + 0.01 * rng.standard_normal(120)), strict=True)))
+    assert same.verdict == "unchanged" and same.rounds == 20
+    slow = list(zip(base, base * 1.3 * (1 + 0.01 * rng.standard_normal(120)), strict=True))
+    decision = replay_latency(slow)
+    assert decision.regressed and decision == decide_latency(np.array([n / b for b, n in slow[:decision.rounds]]),
+                                                             10.0, 0.001, final=False)
+    with pytest.raises(ValueError):
+        replay_latency(slow[:60])

@@ -149,6 +149,20 @@ def compare_latency(base: Callable[[], object], new: Callable[[], object], slowd
             return decision
 
 
+def replay_latency(pairs, slowdown_pct: float = 10.0, p_value: float = 0.001, rounds: int = 20,
+                   max_rounds: int = 120) -> LatencyDecision:
+    """compare_latency's sequential rule on recorded (baseline, candidate) round times: the decision it would
+    have taken timing them itself, after as many rounds. For benchmarks that judge several rules on one run."""
+    ratios = np.array([new / base for base, new in pairs], np.float64)
+    if len(ratios) < max_rounds:
+        raise ValueError(f"{len(ratios)} recorded rounds; the rule may need {max_rounds}")
+    for end in range(rounds, max_rounds + rounds, rounds):
+        decision = decide_latency(ratios[:end], slowdown_pct, p_value, final=end >= max_rounds)
+        if decision is not None:
+            return decision
+    raise AssertionError("unreachable: the final step always decides")
+
+
 def _upper_mean(values: np.ndarray, confidence: float) -> tuple[float, float]:
     """The mean and its one-sided upper confidence bound (percentile bootstrap; exact for constant values)."""
     from scipy.stats import bootstrap
