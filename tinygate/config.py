@@ -82,6 +82,7 @@ class Model:
     calibration: DataSpec | None
     variants: dict[str, Variant]
     class_axis: int | None = None  # the outputs' class axis for top-1 agreement (None: inferred from the rank)
+    project: Path = Path(".")  # the config's folder: modules of the user's own under it key the float model
 
     @property
     def source_kind(self) -> str:
@@ -346,7 +347,8 @@ def _model(r: _Reader, name: str, body: Any, steps: dict[str, StepSpec]) -> Mode
                          "a variant cannot be its own speedup reference")
         variants[v.name] = replace(v, speedup_reference=reference)
     return Model(name=name, factory=factory, weights=weights, task=task, inputs=inputs, output_names=output_names,
-                 eval=eval_spec, calibration=calibration, variants=variants, class_axis=class_axis)
+                 eval=eval_spec, calibration=calibration, variants=variants, class_axis=class_axis,
+                 project=r.path.parent)
 
 
 def _inputs(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import sysconfig
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -108,25 +107,31 @@ def float_artifact(model: Model) -> Artifact:
         files = onnx_files(model.weights)
     else:
         module = importlib.import_module(model.factory.split(":")[0])
-        files += [Path(module.__file__), *user_modules(module)]
+        files += [Path(module.__file__), *user_modules(module, model.project)]
     stamps = tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return Artifact(model.source_kind, model.weights, _digest(stamps, model.factory), model.factory)
 
 
-def user_modules(module: types.ModuleType) -> list[Path]:
-    """The source files of the user's own modules that `module` uses, transitively: modules it imports and
-    modules whose functions or classes it imports, found through namespaces. Installed packages, the standard
-    library and tinygate are left out (their versions key every cache entry)."""
+def user_modules(module: types.ModuleType, project: Path) -> list[Path]:
+    """The source files of the project's own modules that `module` uses, transitively: modules it imports and
+    modules whose functions or classes it imports, found through namespaces. Only files inside the project
+    folder count; installed packages (site-packages, a .venv inside the project too) and tinygate are left out:
+    their versions key every cache entry."""
+    import warnings
+
     seen, todo, found = {module.__name__}, [module], []
     while todo:
-        for value in list(vars(todo.pop()).values()):
+        namespace = list(vars(todo.pop()).values())
+        for value in namespace:
             try:
-                name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+                with warnings.catch_warnings():  # a deprecated attribute warns when read
+                    warnings.simplefilter("ignore")
+                    name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
             except Exception:  # an object whose attribute access raises: not a module reference
                 continue
             other = sys.modules.get(name) if isinstance(name, str) and name not in seen else None
-            path = Path(other.__file__).resolve() if getattr(other, "__file__", None) else None
-            if path is None or any(path.is_relative_to(p) for p in _library_paths()):
+            path = _project_file(other, project)
+            if path is None:
                 continue
             seen.add(name)
             todo.append(other)
@@ -134,10 +139,16 @@ def user_modules(module: types.ModuleType) -> list[Path]:
     return sorted(set(found) - {Path(module.__file__).resolve()})
 
 
-@cache
-def _library_paths() -> tuple[Path, ...]:
-    paths = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    return (*paths, Path(sys.base_prefix).resolve(), Path(__file__).resolve().parent)
+def _project_file(module: types.ModuleType | None, project: Path) -> Path | None:
+    """A module's source file if it is the project's own code, else None."""
+    given = getattr(module, "__file__", None)
+    if not given or not Path(given).is_absolute():
+        return None
+    path = Path(given).resolve()
+    if not path.is_file() or not path.is_relative_to(project) or path.is_relative_to(Path(__file__).parent) \
+            or {"site-packages", "dist-packages"} & set(path.parts):
+        return None
+    return path
 
 
 @cache
