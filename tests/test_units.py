@@ -172,3 +172,29 @@ def test_replayed_latency_rule_decides_as_the_live_rule_would():
                                                              10.0, 0.001, final=False)
     with pytest.raises(ValueError):
         replay_latency(slow[:60])
+
+
+def test_an_onnx_models_size_and_identity_cover_the_external_data_of_its_constant_nodes(tmp_path):
+    """A Constant node can keep its value in an external file like an initializer: counted, hashed, confined."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from tinygate.errors import GateError
+    from tinygate.safety import check_onnx, onnx_files
+
+    value = numpy_helper.from_array(np.ones((64, 64), np.float32), "c")
+    graph = helper.make_graph([helper.make_node("Constant", [], ["k"], value=value),
+                               helper.make_node("Add", ["x", "k"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="const.bin", size_threshold=0,
+                                   convert_attribute=True)
+    onnx.save(model, tmp_path / "m.onnx")
+    check_onnx(tmp_path / "m.onnx")
+    assert onnx_files(tmp_path / "m.onnx") == [tmp_path / "m.onnx", tmp_path / "const.bin"]
+    model.graph.node[0].attribute[0].t.external_data[0].value = "../outside.bin"  # the location key
+    onnx.save(model, tmp_path / "evil.onnx", save_as_external_data=False)
+    with pytest.raises(GateError, match="Constant node .* external data: path '../outside.bin' points outside"):
+        check_onnx(tmp_path / "evil.onnx")

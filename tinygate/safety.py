@@ -64,10 +64,10 @@ def check_onnx(path: Path, max_mb: float | None = None) -> None:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
         raise GateError(path, None, f"is not a readable ONNX model: {type(exc).__name__}: {exc}") from None
-    for tensor in model.graph.initializer:
+    for what, tensor in _tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = _location(tensor)
-            _inside(path.parent, location, path, f"initializer {tensor.name} external data")
+            _inside(path.parent, location, path, f"{what} external data")
             check_size(path.parent / location, max_mb)
     try:
         onnx.checker.check_model(str(path))
@@ -86,8 +86,25 @@ def onnx_files(path: Path) -> list[Path]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    locations = {_location(t) for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    locations = {_location(t) for _, t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL}
     return [path] + [path.parent / loc for loc in sorted(locations)]
+
+
+def _tensors(graph):
+    """Every tensor a graph holds, with what it is: initializers, and the values of Constant nodes and other
+    tensor attributes, in subgraphs (If, Loop, Scan) too: any of them may keep its data in an external file."""
+    for tensor in graph.initializer:
+        yield f"initializer {tensor.name}", tensor
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield f"{node.op_type} node {node.name or node.output[0]!r} attribute {attr.name}", attr.t
+            for tensor in attr.tensors:
+                yield f"{node.op_type} node {node.name or node.output[0]!r} attribute {attr.name}", tensor
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
 
 
 def onnx_interface(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
