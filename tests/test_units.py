@@ -198,3 +198,14 @@ def test_an_onnx_models_size_and_identity_cover_the_external_data_of_its_constan
     onnx.save(model, tmp_path / "evil.onnx", save_as_external_data=False)
     with pytest.raises(GateError, match="Constant node .* external data: path '../outside.bin' points outside"):
         check_onnx(tmp_path / "evil.onnx")
+
+
+def test_labels_that_are_not_one_class_per_sample_are_refused_in_one_line(tmp_path):
+    """(N, 1) labels would broadcast against (N,) predictions and report a wrong accuracy."""
+    from tinygate.config import DataSpec
+    from tinygate.errors import GateError
+    from tinygate.pipeline import load_data
+
+    np.savez(tmp_path / "d.npz", inputs=np.zeros((4, 3), np.float32), labels=np.zeros((4, 1), np.int64))
+    with pytest.raises(GateError, match=r"labels must be one whole-number class per sample, shape \(4,\)"):
+        load_data(DataSpec(npz=tmp_path / "d.npz"), "models.m.eval")

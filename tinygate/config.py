@@ -286,6 +286,8 @@ def _machine(r: _Reader, name: str, body: Any) -> dict[str, Any]:
     out = {"cpu_model": r.typed(body["cpu_model"], f"{key}.cpu_model", str)}
     if "cpu_count" in body:
         out["cpu_count"] = r.typed(body["cpu_count"], f"{key}.cpu_count", int)
+        if out["cpu_count"] < 1:
+            raise r.fail(f"{key}.cpu_count", f"must be a positive number of CPUs, got {out['cpu_count']}")
     return out
 
 

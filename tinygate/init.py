@@ -95,6 +95,9 @@ def init(args: argparse.Namespace) -> str:
     for path, flag in ((args.model, "MODEL"), (args.data, "--data"), (args.calibration, "--calibration")):
         if path is not None and not path.is_file():
             raise GateError(path, None, f"{flag}: file not found")
+    if args.name is not None and not config.NAME.match(args.name):
+        raise GateError("--name", None, f"{args.name!r}: a model name is lower-case letters, digits and underscores, "
+                                        "starting with a letter")
     name = args.name or re.sub(r"[^a-z0-9_]", "_", args.model.stem.lower()).strip("_") or "model"
     if not re.match(r"^[a-z]", name):
         name = f"m_{name}"
@@ -116,6 +119,10 @@ def init(args: argparse.Namespace) -> str:
                          else "fidelity")
     header = _header(args, name, task, input_names, data, cfg_path)
     measured = _measure(header, args, name, task, cfg_path)
+    failed = [m for m in measured if m.problem]
+    if len(failed) == len(measured) - 1:  # only the float model: nothing optimized to gate
+        raise GateError(args.model, None, f"no variant could be built for this model (first: {failed[0].name}: "
+                                          f"{failed[0].problem}); nothing was written")
     entry = header + "".join(_variant_text(name, m) for m in measured)
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(existing + ("\n" if existing and not existing.endswith("\n\n") else "") + entry,
@@ -151,21 +158,20 @@ def _header(args, name: str, task: str, input_names: tuple[str, ...], data, cfg_
         from tinygate.safety import onnx_interface
 
         outputs = list(onnx_interface(args.model)[1])
-        source = f'onnx = "{_rel(args.model, cfg_path)}"\n'
+        source = f"onnx = {_q(_rel(args.model, cfg_path))}"
     else:
-        source = f'factory = "{args.factory}"\nweights = "{_rel(args.model, cfg_path)}"\n'
+        source = f"factory = {_q(args.factory)}\nweights = {_q(_rel(args.model, cfg_path))}"
         outputs = args.output_names.split(",") if args.output_names else _torch_output_names(args, shapes)
-    tables = [f'{{ name = "{n}", shape = {s} }}' for n, s in zip(input_names, shapes, strict=True)]
+    tables = [f"{{ name = {_q(n)}, shape = {s} }}" for n, s in zip(input_names, shapes, strict=True)]
     inputs = f"input = {tables[0]}" if len(tables) == 1 else f"input = [{', '.join(tables)}]"
-    lines = [f"[models.{name}]", source.rstrip("\n"), f'task = "{task}"',
-             inputs,
-             f'output = {{ name = "{outputs[0]}" }}' if len(outputs) == 1 else f"output = {{ names = {outputs} }}",
-             f'eval = {{ npz = "{_rel(args.data, cfg_path)}" }}']
+    output = f"name = {_q(outputs[0])}" if len(outputs) == 1 else f"names = {_toml(outputs)}"
+    lines = [f"[models.{name}]", source, f"task = {_q(task)}", inputs, f"output = {{ {output} }}",
+             f"eval = {{ npz = {_q(_rel(args.data, cfg_path))} }}"]
     if args.calibration:
-        lines.append(f'calibration = {{ npz = "{_rel(args.calibration, cfg_path)}" }}')
+        lines.append(f"calibration = {{ npz = {_q(_rel(args.calibration, cfg_path))} }}")
     margins = ", ".join(f"{k} {v:g}" for k, v in MARGINS.items())
     return (f"# Written by `tinygate init` from measured figures; margins: {margins}.\n"
-            + "\n".join(lines).replace("'", '"') + "\n")
+            + "\n".join(lines) + "\n")
 
 
 def _torch_output_names(args, shapes: list[list[int]]) -> list[str]:
@@ -276,8 +282,15 @@ def _toml(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
-        return f'"{value}"'
+        return _q(value)
     return repr(value)
+
+
+def _q(text: str) -> str:
+    """A TOML basic string holding any text (quotes, backslashes, control characters escaped)."""
+    import json
+
+    return json.dumps(text)
 
 
 def _variant_text(model: str, m: Measured) -> str:

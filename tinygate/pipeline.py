@@ -56,6 +56,11 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
             (f"samples of input {n!r}", a) for n, a in zip(spec.input_names[1:], data.more_inputs, strict=True)]:
         if extra is not None and len(extra) != len(data):
             raise GateError(source, where, f"{len(extra)} {name} for {len(data)} inputs")
+    labels = data.labels
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iuf"
+                               or (labels.dtype.kind == "f" and not np.all(labels == np.round(labels)))):
+        raise GateError(source, where, f"labels must be one whole-number class per sample, shape ({len(data)},); "
+                                       f"got {labels.dtype} of shape {labels.shape}")
     for arr in data.arrays():
         if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
             raise GateError(source, where, "inputs must be finite floating-point values")
