@@ -111,3 +111,21 @@ def test_a_bad_user_step_stops_the_config_in_one_line(project, entry, problem):
     with pytest.raises(GateError) as info:
         Gate(project / "gate.toml", cache_dir=project / "cache")
     assert problem in str(info.value) and "steps." in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_run_stopped_by_a_config_error_leaves_no_may_ship_summary(project):
+    """An earlier run's "may ship" must not survive a later run that stopped before any test."""
+    import subprocess
+    import sys
+
+    latest = project / "reports" / "latest"
+    latest.mkdir(parents=True)
+    (latest / "summary.md").write_text("# tinygate: **may ship**\n")
+    (project / "gate.toml").write_text((project / "gate.toml").read_text().replace("min_accuracy_pct = 98",
+                                                                                   "min_accuracy_pct = 'high'"))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                          f"--gate-config={project / 'gate.toml'}", str(project)], capture_output=True, text=True,
+                         cwd=project, timeout=300)
+    assert run.returncode == 4 and "min_accuracy_pct: must be float" in run.stderr, run.stdout + run.stderr
+    summary = (latest / "summary.md").read_text()
+    assert "**blocked**" in summary and "min_accuracy_pct: must be float" in summary

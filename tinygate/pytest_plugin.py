@@ -102,13 +102,26 @@ def pytest_configure(config: pytest.Config) -> None:
         gate = Gate(path, _from(Path(config.invocation_params.dir), cache) if cache else None,
                     config.getoption("--gate-threads"))
     except GateError as exc:
-        raise pytest.UsageError(f"gate stopped: {exc}") from None
+        _stopped(config, path, f"gate stopped: {exc}")
     if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
         raise pytest.UsageError('gate stopped: --gate-accept-baseline needs --reason "why this is the new baseline"')
     config.stash[GATE] = gate
     config.pluginmanager.register(_step_fixtures(gate.config.steps), "tinygate-steps")
     if config.getoption("benchmark_storage", None) == "file://./.benchmarks":  # pytest-benchmark's default
         config.option.benchmark_storage = f"file://{reports_root(config) / 'benchmarks'}"
+
+
+def _stopped(config: pytest.Config, path: Path, message: str):
+    """The run stops before any test: the reports of an earlier run must not say "may ship" beside it, so
+    REPORTS/latest/summary.md and results.json say why this one stopped."""
+    import json
+
+    given = config.getoption("--gate-reports-dir")
+    latest = (_from(Path(config.invocation_params.dir), given) if given else path.parent / "reports") / "latest"
+    if latest.is_dir() and not latest.is_symlink():
+        (latest / "summary.md").write_text(f"# tinygate: **blocked**\n\n{message}\n", encoding="utf-8")
+        (latest / "results.json").write_text(json.dumps({"exitstatus": 4, "stopped": message, "checks": []}))
+    raise pytest.UsageError(message) from None
 
 
 def strict(config: pytest.Config) -> bool:
@@ -383,7 +396,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if not (rec.checks or rec.figures):
         return
-    reports.write(rec, reports_dir(session.config), int(exitstatus), _outcomes(session.config))
+    out = reports_dir(session.config)
+    if any(p.is_symlink() for p in (out, out.parent)):  # reports are written only where they appear to go
+        session.config.stash[ACCEPTED] = f"reports NOT written: {out} is or goes through a symlink"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return
+    reports.write(rec, out, int(exitstatus), _outcomes(session.config))
     _history_and_baseline(session, gate_, int(exitstatus))
 
 
