@@ -209,3 +209,23 @@ def test_labels_that_are_not_one_class_per_sample_are_refused_in_one_line(tmp_pa
     np.savez(tmp_path / "d.npz", inputs=np.zeros((4, 3), np.float32), labels=np.zeros((4, 1), np.int64))
     with pytest.raises(GateError, match=r"labels must be one whole-number class per sample, shape \(4,\)"):
         load_data(DataSpec(npz=tmp_path / "d.npz"), "models.m.eval")
+
+
+def test_memory_bombs_are_refused_before_they_allocate(tmp_path):
+    """An .npz that inflates past the cap, an image of too many pixels, and a declared input of billions of
+    elements each stop with one line before anything is allocated."""
+    from PIL import Image
+
+    from tinygate.config import _inputs, _Reader
+    from tinygate.errors import GateError
+    from tinygate.safety import check_image, check_npz
+
+    np.savez_compressed(tmp_path / "bomb.npz", inputs=np.zeros((20_000_000,), np.float32))  # 80 MB, ~80 KB
+    assert (tmp_path / "bomb.npz").stat().st_size < 1e6
+    with pytest.raises(GateError, match="inflates to 80.0 MB, over the 10 MB cap"):
+        check_npz(tmp_path / "bomb.npz", max_mb=10)
+    Image.new("1", (10_000, 8_000)).save(tmp_path / "huge.png")  # tiny file, 80 megapixels
+    with pytest.raises(GateError, match="is 10000 x 8000 = 80 megapixels, over the 50 cap"):
+        check_image(tmp_path / "huge.png")
+    with pytest.raises(GateError, match=r"shape: \[1, 3, 100000, 100000\] is 30,000,000,000 elements"):
+        _inputs(_Reader(tmp_path / "gate.toml"), "models.m.input", {"name": "x", "shape": [1, 3, 100000, 100000]})

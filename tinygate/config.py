@@ -7,6 +7,7 @@ file, the dotted key and what is wrong.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import sys
 import tomllib
@@ -23,6 +24,7 @@ from tinygate.steps import BACKEND, STEPS, StepSpec
 # fidelity: no ground truth, every output compared with the float model's (tinygate/fidelity.py).
 TASKS = ("image", "classifier", "fidelity")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_INPUT_ELEMENTS = 50_000_000  # one input of one sample: 200 MB as float32; a bigger one allocates before any check
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,9 @@ def _inputs(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, tuple[int, ...]]
         shape = r.typed(table["shape"], f"{where}.shape", list)
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise r.fail(f"{where}.shape", f"must be a list of positive integers, got {shape!r}")
+        if (size := math.prod(shape)) > MAX_INPUT_ELEMENTS:
+            raise r.fail(f"{where}.shape", f"{shape} is {size:,} elements ({4 * size / 1e9:.1f} GB as float32), "
+                                           f"over the {MAX_INPUT_ELEMENTS:,}-element cap")
         out.append((name, tuple(shape)))
     if len({n for n, _ in out}) != len(out):
         raise r.fail(key, "input names must be distinct")

@@ -72,7 +72,7 @@ def image_folder(folder: Path, prep: ImagePrep, where: str) -> Dataset:
     from skimage.transform import resize
 
     from tinygate.errors import GateError
-    from tinygate.safety import check_size
+    from tinygate.safety import check_image, check_size
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -87,6 +87,7 @@ def image_folder(folder: Path, prep: ImagePrep, where: str) -> Dataset:
         if path.is_symlink() or any(p.is_symlink() for p in path.parents if folder in p.parents):
             raise GateError(path, where, "symlinks are refused in an image folder")
         check_size(path)
+        check_image(path)
         try:
             img = np.asarray(imread(path), dtype=np.float32)
         except Exception as exc:  # a truncated or corrupt image file

@@ -25,6 +25,9 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
     """Call a data source, read an .npz with `inputs` (and optional `targets` / `labels`), or an image folder."""
     if spec.npz is not None:
         names = spec.input_names or ("inputs",)  # several inputs: one array per input, named as the input
+        from tinygate.safety import check_npz
+
+        check_npz(spec.npz)
         try:
             with np.load(spec.npz, allow_pickle=False) as npz:
                 missing = [n for n in names if n not in npz]

@@ -41,6 +41,42 @@ def check_size(path: Path, max_mb: float | None = None) -> None:
         raise GateError(path, None, f"is {size / 1e6:.1f} MB, over the {max_mb:g} MB cap (--gate-max-file-mb)")
 
 
+MAX_IMAGE_MEGAPIXELS = 50.0  # one image of an image folder, before it is decoded (a 30000 x 30000 TIFF is 900)
+
+
+def check_npz(path: Path, max_mb: float | None = None) -> None:
+    """An .npz is a zip: its arrays may inflate far past the file's size. Refuse one whose members add up to more
+    than the cap, from the zip's own directory, before anything is decompressed."""
+    import zipfile
+
+    max_mb = _limit["max_file_mb"] if max_mb is None else max_mb
+    check_size(path, max_mb)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            inflated = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: numpy's own reader says what it is
+    if inflated > max_mb * 1e6:
+        raise GateError(path, None, f"inflates to {inflated / 1e6:.1f} MB, over the {max_mb:g} MB cap "
+                                    "(--gate-max-file-mb)")
+
+
+def check_image(path: Path) -> None:
+    """An image's pixel count, read from its header before it is decoded (every frame of a multipage file)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            frames = getattr(img, "n_frames", 1)
+    except Exception:
+        return  # unreadable: the decoder says why, in one line
+    megapixels = width * height * frames / 1e6
+    if megapixels > MAX_IMAGE_MEGAPIXELS:
+        raise GateError(path, None, f"is {width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
+                                    + f" = {megapixels:.0f} megapixels, over the {MAX_IMAGE_MEGAPIXELS:g} cap")
+
+
 def _inside(folder: Path, relative: str, where: Path, what: str) -> None:
     rel = PurePosixPath(relative.replace("\\", "/"))
     if rel.is_absolute() or Path(relative).is_absolute() or ".." in rel.parts:
