@@ -127,7 +127,12 @@ def test_init_writes_an_entry_per_model_with_every_variant_that_builds(config):
     assert cfg.models["smoother"].source_kind == "onnx"
     assert {v.name for v in cfg.models["smoother"].variants.values()} == {
         "float", "optimized", "fp16", "int8_dynamic", "int8_static"}
-    assert {"onnx_int8_static", "torch_int8"} <= set(cfg.models["two_head"].variants)
+    # ORT's static QDQ clips the embedding output (it also feeds a Relu): about 4 dB SQNR, broken, not lossy, so
+    # init leaves it out with the reason rather than writing budgets that bless it
+    assert "torch_int8" in cfg.models["two_head"].variants
+    assert "onnx_int8_static" not in cfg.models["two_head"].variants
+    assert re.search(r"# variant onnx_int8_static .* left out: .*too far from the float model: output SQNR "
+                     r"-?[\d.]+ dB < 10 dB", config.read_text()), config.read_text()
     for variant in (v for v in cfg.variants if v.name != "coreml"):  # coreml: added by hand
         assert "max_size_kb" in variant.budgets
         if not variant.is_float:

@@ -229,3 +229,41 @@ def test_memory_bombs_are_refused_before_they_allocate(tmp_path):
         check_image(tmp_path / "huge.png")
     with pytest.raises(GateError, match=r"shape: \[1, 3, 100000, 100000\] is 30,000,000,000 elements"):
         _inputs(_Reader(tmp_path / "gate.toml"), "models.m.input", {"name": "x", "shape": [1, 3, 100000, 100000]})
+
+
+def test_an_onnx_loop_with_a_huge_trip_count_is_stopped_in_one_line(tmp_path):
+    """A hostile ONNX model must not hang the gate: its call is stopped past --gate-max-call-seconds."""
+    import time
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tinygate import safety
+    from tinygate.artifacts import Artifact, runner
+    from tinygate.errors import GateError
+
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)], "loop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("trips", TensorProto.INT64, [], [10**15]),
+         helper.make_tensor("cond", TensorProto.BOOL, [], [True])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "loop.onnx")
+    run = runner(Artifact("onnx", tmp_path / "loop.onnx", "", ""))
+    safety.set_max_call_seconds(1.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(GateError, match=r"one inference ran past 1 s and was stopped \(--gate-max-call-seconds\)"):
+            run(np.zeros(1, np.float32))
+        assert time.monotonic() - start < 10
+    finally:
+        safety.set_max_call_seconds(120.0)

@@ -120,6 +120,30 @@ def load_torch(art: Artifact):
     return model.eval()
 
 
+def _onnx_call(session, path: Path, feeds: dict) -> list[np.ndarray]:
+    """One ONNX Runtime call, stopped (ONNX Runtime's own terminate flag) when it runs past the time limit: a
+    Loop with a huge trip count must not hang the gate."""
+    import threading
+
+    import onnxruntime as ort
+
+    from tinygate.safety import max_call_seconds
+
+    options = ort.RunOptions()
+    limit = max_call_seconds()
+    timer = threading.Timer(limit, lambda: setattr(options, "terminate", True))
+    timer.start()
+    try:
+        return session.run(None, feeds, options)
+    except Exception:
+        if options.terminate:
+            raise GateError(path, None, f"one inference ran past {limit:g} s and was stopped "
+                                        "(--gate-max-call-seconds)") from None
+        raise
+    finally:
+        timer.cancel()
+
+
 def save_torch(module, out: Path) -> Path:
     """Write a torch module's weights as a torch step's artifact (out/model.safetensors; its architecture stays
     the float model's factory)."""
@@ -180,9 +204,10 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only: ONNX Runtime's warnings flood a gate's output
         session = ort.InferenceSession(str(art.path), opts, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
-        return lambda *xs: session.run(None, dict(zip(names, xs, strict=True)))
+        return lambda *xs: _onnx_call(session, art.path, dict(zip(names, xs, strict=True)))
     if art.kind == "mlpackage":
         from tinygate.safety import check_mlpackage
 

@@ -35,6 +35,9 @@ MARGINS = {  # how far each written budget sits from the figure measured today
 
 FLOAT_NOISE = {"sqnr_db": 80.0, "cosine": 0.99999, "abs_diff": 1e-5}  # budgets never tighter than this
 LOSSY_SQNR_DB = 20.0  # below this, init warns that a variant already loses much of an output
+# Below these, a variant is broken, not merely lossy: init writes it commented out, with the reason, rather
+# than budgets that would bless it (a negative cosine, an SQNR under 10 dB, a 34-point accuracy drop).
+SANE = {"sqnr_db": 10.0, "cosine": 0.9, "accuracy_drop_pts": 5.0, "psnr_drop_db": 3.0}
 
 ONNX_VARIANTS = {"optimized": [{"step": "ort_optimize"}], "fp16": [{"step": "ort_fp16"}],
                  "int8_dynamic": [{"step": "ort_int8_dynamic"}],
@@ -225,6 +228,9 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
                 figures.update(_quality(art, model, data, cache, float_art))
             if any(math.isnan(v) for v in figures.values()):
                 raise GateError(art.path, None, "gives NaN outputs on the evaluation data")
+            if broken := _broken(figures, float_quality):
+                out.append(Measured(vname, candidates[vname], {}, figures, f"too far from the float model: {broken}"))
+                continue
             warning = (f"output {lossy.output!r} is at {lossy.sqnr_db:.1f} dB SQNR against the float model: this "
                        f"variant already loses much of it; look before you ship it") \
                 if lossy.sqnr_db < LOSSY_SQNR_DB else ""
@@ -234,6 +240,21 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             first = re.sub(r"[^\x20-\x7e]", "", re.sub(r"\x1b\[[0-9;]*m", "", first))  # a TOML comment line
             out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}"))
     return out
+
+
+def _broken(f: dict[str, float], float_quality: dict[str, float]) -> str:
+    """What makes a variant's figures broken rather than lossy (SANE), or ""."""
+    problems = []
+    if f.get("sqnr_db", math.inf) < SANE["sqnr_db"]:
+        problems.append(f"output SQNR {f['sqnr_db']:.1f} dB < {SANE['sqnr_db']:g} dB")
+    if f.get("cosine", 1.0) < SANE["cosine"]:
+        problems.append(f"cosine {f['cosine']:.3f} < {SANE['cosine']:g}")
+    if "accuracy_pct" in f and float_quality.get("accuracy_pct", 0) - f["accuracy_pct"] > SANE["accuracy_drop_pts"]:
+        problems.append(f"accuracy drop {float_quality['accuracy_pct'] - f['accuracy_pct']:.1f} points > "
+                        f"{SANE['accuracy_drop_pts']:g}")
+    if "psnr_db" in f and float_quality.get("psnr_db", 0) - f["psnr_db"] > SANE["psnr_drop_db"]:
+        problems.append(f"PSNR drop {float_quality['psnr_db'] - f['psnr_db']:.1f} dB > {SANE['psnr_drop_db']:g} dB")
+    return "; ".join(problems)
 
 
 def _quality(art, model, data, cache, float_art=None) -> dict[str, float]:

@@ -48,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gate-latency-rounds", type=int, default=30, help="timed calls per latency measurement")
     group.addoption("--gate-max-file-mb", type=float, default=1024.0,
                     help="refuse any model, weights or data file larger than this, before reading it")
+    group.addoption("--gate-max-call-seconds", type=float, default=120.0,
+                    help="stop an ONNX Runtime inference call that runs longer than this (a hostile Loop)")
     group.addoption("--gate-baseline-dir", default=None,
                     help="the baseline to compare with (default: REPORTS/baseline); CI passes the target branch's")
     group.addoption("--gate-accept-baseline", action="store_true",
@@ -93,11 +95,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from tinygate.errors import GateError
     from tinygate.gate import Gate
-    from tinygate.safety import refuse_unsafe_environment, set_max_file_mb
+    from tinygate.safety import refuse_unsafe_environment, set_max_call_seconds, set_max_file_mb
 
     try:
         refuse_unsafe_environment()
         set_max_file_mb(config.getoption("--gate-max-file-mb"))
+        set_max_call_seconds(config.getoption("--gate-max-call-seconds"))
         cache = config.getoption("--gate-cache-dir")
         gate = Gate(path, _from(Path(config.invocation_params.dir), cache) if cache else None,
                     config.getoption("--gate-threads"))
@@ -215,7 +218,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A check no variant asks for is not a skipped test: deselect it (it shows in the deselected count)."""
+    """A check no variant asks for is not a skipped test: deselect it (it shows in the deselected count). A run
+    that gates anything first removes the previous REPORTS/latest, so no earlier verdict outlives it."""
+    import shutil
+
     from tinygate.config import Variant
 
     unused = [i for i in items if "variant" in getattr(i, "fixturenames", ())
@@ -223,6 +229,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unused:
         config.hook.pytest_deselected(items=unused)
         items[:] = [i for i in items if i not in unused]
+    gating = any("variant" in getattr(i, "fixturenames", ()) for i in items)
+    if GATE in config.stash and gating and not hasattr(config, "workerinput"):
+        latest = reports_dir(config)
+        if latest.is_symlink() or latest.parent.is_symlink():
+            raise pytest.UsageError(f"gate stopped: {latest} is or goes through a symlink: reports are written "
+                                    "only where they appear to go")
+        shutil.rmtree(latest, ignore_errors=True)
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------

@@ -17,7 +17,18 @@ from pathlib import Path, PurePosixPath
 from tinygate.errors import GateError
 
 DEFAULT_MAX_FILE_MB = 1024.0
-_limit = {"max_file_mb": DEFAULT_MAX_FILE_MB}
+_limit = {"max_file_mb": DEFAULT_MAX_FILE_MB, "max_call_s": 120.0}
+
+
+def set_max_call_seconds(value: float) -> None:
+    """How long one inference call may run before it is stopped (the gate's --gate-max-call-seconds)."""
+    if not value > 0:
+        raise GateError("--gate-max-call-seconds", None, f"must be positive, got {value}")
+    _limit["max_call_s"] = float(value)
+
+
+def max_call_seconds() -> float:
+    return _limit["max_call_s"]
 
 
 def set_max_file_mb(value: float) -> None:
