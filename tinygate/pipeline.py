@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import sys
@@ -186,6 +187,29 @@ def _output_shapes(art: Artifact, inputs: tuple) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(o.shape) for o in runner_all(art)(*_examples(inputs)))
 
 
+@contextlib.contextmanager
+def _logged():
+    """What converters log (ONNX Runtime's quantizer warns on the root logger, torch's exporter on its own) is
+    kept with the artifact, not printed: a list the block fills, while the loggers' own handlers are set aside."""
+    import logging
+
+    kept: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(f"{record.levelname}: {record.getMessage()}")
+
+    loggers = [logging.getLogger(), logging.getLogger("torch")]  # torch's logger keeps handlers of its own
+    saved = [logger.handlers[:] for logger in loggers]
+    for logger in loggers:
+        logger.handlers = [Keep(logging.WARNING)]
+    try:
+        yield kept
+    finally:
+        for logger, handlers in zip(loggers, saved, strict=True):
+            logger.handlers = handlers
+
+
 def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     """Apply one step to an artifact, or find its result in the cache."""
     spec = ctx.steps[step.name]
@@ -201,11 +225,11 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     def build(out: Path) -> None:
         # Converters warn freely (tracer notes, untested versions); keep their words with the artifact
         # instead of letting pytest's filterwarnings=error turn them into step failures.
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _logged() as logged:
             warnings.simplefilter("always")
             path = spec.build_fn()(src, step.params, ctx, out)
         meta = {"artifact": path.name, "kind": spec.produces, "digest": digest_path(path),
-                "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught})}
+                "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught} | set(logged))}
         if (out / "engine").is_file():
             meta["engine"] = (out / "engine").read_text()
         (out / "artifact.json").write_text(json.dumps(meta))
