@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def test_wheel_gates_a_users_repository(fresh_venv, tmp_path):
     for cwd in (proj, sub):
         for command in commands:
             shutil.rmtree(proj / "reports" / "latest", ignore_errors=True)
-            ran = _run(command.split(), cwd, env)
+            ran = _run(shlex.split(command), cwd, env)
             assert ran.returncode == 0, f"{command} in {cwd}:\n{ran.output}"
             results = json.loads((proj / "reports" / "latest" / "results.json").read_text())
             gated = {c["model"] for c in results["checks"]}
@@ -157,7 +158,7 @@ def test_wheel_gates_a_users_repository(fresh_venv, tmp_path):
             assert [c["verdict"] for c in mine] == ["pass"] and 0.49 < mine[0]["value"] < 0.51, mine
             assert any(c["variant"] == "scaled" and c["check"] == "max_size_kb" for c in results["checks"])
             assert "test_mine.py::test_scaled_weights_shrink[twohead-scaled] PASSED" in _run(
-                [*command.split(), "-v", "-k", "test_mine"], cwd, env).output
+                [*shlex.split(command), "-v", "-k", "test_mine"], cwd, env).output
     assert not (sub / "reports").exists() and not (REPO / "their_repo").exists()
 
     # the library core, without pytest, from the user's folder

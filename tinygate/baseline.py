@@ -54,9 +54,13 @@ class Baseline:
 
     def traced(self, variant_id: str) -> Artifact | None:
         """The TorchScript a PyTorch variant was frozen as when it was accepted (its code of that day), if kept."""
+        from tinygate.cache import digest_path
+
         v = self.variant(variant_id) or {}
         path = self.root / v["traced_path"] if v.get("traced_path") else None
-        return Artifact("torchscript", path, v["artifact"], v.get("factory", "")) if path and path.is_file() else None
+        if path is None or not path.is_file():
+            return None
+        return Artifact("torchscript", path, digest_path(path), v.get("factory", ""))
 
     @property
     def first(self) -> Baseline | None:

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinygate", description="A pytest release gate for optimized ML models.")
+    p = argparse.ArgumentParser(prog="tinygate", description="A pytest release gate for optimized ML models.",
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="command", metavar="{init,check,accept,compare}")
 
     from tinygate import init
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("check", "run the gate: pytest on the project's model_tests (extra arguments go to "
                                  "pytest, e.g. -m coreml)"),
                        ("accept", "run the whole gate and, if every check passes, make it the baseline")):
-        c = sub.add_parser(name, help=text, description=text)
+        c = sub.add_parser(name, help=text, description=text, allow_abbrev=False)  # --co is pytest's, not --config
         c.add_argument("--config", type=Path, help="the gate config (default: the nearest gate.toml above here)")
         if name == "accept":
             c.add_argument("--reason", required=True, help="why this run becomes the baseline (kept in history)")

@@ -140,7 +140,7 @@ class VariantRun:
     def _scores(self, art: Artifact) -> evaluate.Scores:
         def compute():
             return evaluate.score(art, self.model, self.evaluation(), self.gate.cache, self.gate.threads)
-        return self.gate.once(("scores", art.digest), compute)
+        return self.gate.once(("scores", art.digest, self.model.name), compute)
 
     def scores(self) -> evaluate.Scores:
         """Per-sample scores of the artifact on the evaluation set (psnr/ssim, or predictions/correct)."""
@@ -159,7 +159,7 @@ class VariantRun:
 
         def compute():
             return evaluate.fidelity(art, ref, self.model, self.evaluation(), self.gate.cache, self.gate.threads)
-        result = self.gate.once(("fidelity", art.digest, ref.digest), compute)
+        result = self.gate.once(("fidelity", art.digest, ref.digest, self.model.name), compute)
         rec = self.gate.recorder
         rec.figure(self.variant.id, fidelity={r.output: r.figures() for r in result},
                    measured_on=backend_name(self.variant.kind))

@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import re
+import shlex
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -135,10 +136,12 @@ def init(args: argparse.Namespace) -> str:
     except GateError:
         cfg_path.write_text(existing, encoding="utf-8") if existing else cfg_path.unlink()
         raise
-    made = scaffold(cfg_path.parent)
+    made = scaffold(cfg_path)
+    anywhere = shlex.join([sys.executable, "-m", "pytest", str(cfg_path.parent / "model_tests"),
+                           f"--gate-config={cfg_path}"])
     return (entry + f"\n# written to {cfg_path}" + (f"; created {', '.join(made)}" if made else "")
-            + "\n# run the gate (from any folder of the project): tinygate check"
-            + f"\n#   or, from anywhere: {sys.executable} -m pytest {cfg_path.parent / 'model_tests'}\n")
+            + f"\n# run the gate (from any folder of the project): {_check_command(cfg_path)}"
+            + f"\n#   or, from anywhere: {anywhere}\n")
 
 
 def _rel(path: Path, cfg_path: Path) -> str:
@@ -335,18 +338,31 @@ SCAFFOLD = {  # the layout of a gated project; a file that exists is left as it 
         "in a module beside gate.toml, named under `[steps]` there: `my_step = \"my_steps:my_step\"`.\n"),
     "reports/.gitignore": "latest/\n",
     "pyproject.toml": ('[tool.pytest.ini_options]\ntestpaths = ["model_tests"]\naddopts = ["--strict-markers", "-ra"]\n'
-                       'gate_config = "gate.toml"\n'),
-    "tox.ini": ("[tox]\nenvlist = gate\nskipsdist = true\n\n[testenv:gate]\n"
-                "# the CPU build of torch first (a plain `pip install torch` pulls CUDA packages on Linux)\n"
-                "commands_pre = pip install torch --index-url https://download.pytorch.org/whl/cpu\n"
-                "deps = tinygate[onnx,coreml]\ncommands = pytest model_tests {posargs}\n"),
+                       'gate_config = "GATE_CONFIG"\n'),
+    # torch's CPU build before anything that asks for torch (tox installs `deps` first, so there are none), then
+    # tinygate: set TINYGATE to where yours comes from (a wheel's path, or a package index's name).
+    "tox.ini": ("[tox]\nenvlist = gate\nskipsdist = true\n\n[testenv:gate]\nskip_install = true\n"
+                "setenv = TINYGATE = {env:TINYGATE:tinygate}\n"
+                "commands_pre =\n    pip install torch --index-url https://download.pytorch.org/whl/cpu\n"
+                "    pip install {env:TINYGATE:tinygate}[onnx,coreml]\n"
+                "commands = pytest model_tests {posargs}\n"),
 }
 
 
-def scaffold(project: Path) -> list[str]:
-    """Write the parts of the layout the project lacks (never overwriting a file); the paths written."""
-    made = []
+def _check_command(cfg_path: Path) -> str:
+    """The command that runs the gate from any folder of the project: `tinygate check` where that finds this
+    config (the nearest gate.toml, with the tinygate command on PATH), else its spelled-out form."""
+    import shutil
+
+    command = ["tinygate", "check"] if shutil.which("tinygate") else [sys.executable, "-m", "tinygate", "check"]
+    return shlex.join(command + ([] if cfg_path.name == "gate.toml" else [f"--config={cfg_path}"]))
+
+
+def scaffold(cfg_path: Path) -> list[str]:
+    """Write the parts of the layout the config's folder lacks (never overwriting a file); the paths written."""
+    made, project = [], cfg_path.parent
     for rel, text in SCAFFOLD.items():
+        text = text.replace("GATE_CONFIG", cfg_path.name)
         path = project / rel
         if path.exists() or path.is_symlink():
             continue

@@ -215,7 +215,7 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     spec = ctx.steps[step.name]
     parts = dict(input=src.digest, step=step.name, params=step.params, tools=tool_versions())
     if spec.user:
-        parts.update(code=spec.code_digest(), function=spec.module, produces=spec.produces)
+        parts.update(code=spec.code_digest(ctx.model.project), function=spec.module, produces=spec.produces)
     if spec.consumes == ("torch",):
         parts.update(factory=src.factory, input_shape=ctx.model.input_shape,
                      io=(ctx.model.inputs, ctx.model.output_names))
@@ -241,4 +241,7 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     entry = ctx.cache.get_or_build(key_of(**parts), build, intact)
     meta = json.loads((entry / "artifact.json").read_text())
     extra = tuple((k, v) for k, v in meta.items() if k == "engine")
-    return Artifact(meta["kind"], entry / meta["artifact"], meta["digest"], src.factory, extra)
+    # A PyTorch artifact is weights run by the factory's code: its identity carries its input's (which covers
+    # that code), so an edited forward never finds the old scores, steps or "identical to the baseline".
+    digest = key_of(weights=meta["digest"], code_from=src.digest) if meta["kind"] == "torch" else meta["digest"]
+    return Artifact(meta["kind"], entry / meta["artifact"], digest, src.factory, extra)

@@ -108,6 +108,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _stopped(config, path, f"gate stopped: {exc}")
     if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
         raise pytest.UsageError('gate stopped: --gate-accept-baseline needs --reason "why this is the new baseline"')
+    gate.recorder.accepting = bool(config.getoption("--gate-accept-baseline"))
     config.stash[GATE] = gate
     config.pluginmanager.register(_step_fixtures(gate.config.steps), "tinygate-steps")
     if config.getoption("benchmark_storage", None) == "file://./.benchmarks":  # pytest-benchmark's default
@@ -181,13 +182,16 @@ def _step_fixture(name: str):
 
 
 def measured(compute: Callable[[], object]):
-    """compute(), or the test fails with the gate's one-line message (a GateError: a user's or a model's fault)."""
+    """compute(), or the test fails with one line: the gate's message (a GateError: a user's or a model's fault),
+    or the type and first line of any other exception a measurement raised."""
     from tinygate.errors import GateError
 
     try:
         return compute()
     except GateError as exc:
         failure = str(exc)
+    except Exception as exc:  # a measurement that crashes fails its test closed, in one line
+        failure = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
     pytest.fail(failure, pytrace=False)
 
 
@@ -336,6 +340,8 @@ def gate_baseline(pytestconfig: pytest.Config, gate):
         named = pytestconfig.getoption("--gate-baseline-dir") is not None
         reason = f"no baseline under {root}" + (" (named by --gate-baseline-dir)" if named else "")
         gate.recorder.note(f"{reason}: nothing was compared with a baseline")
+        if gate.recorder.accepting:
+            pytest.skip(f"{reason}: this run becomes the first one (--gate-accept-baseline)")
         if named or strict(pytestconfig):
             pytest.fail(f"{reason}: regression checks cannot run" + ("" if named else " (--gate-strict)"),
                         pytrace=False)
@@ -446,7 +452,16 @@ def _history_and_baseline(session: pytest.Session, gate_, exitstatus: int) -> No
     root = reports_root(config)
     run = history.entry(rec, exitstatus, cfg.path.parent)
     if config.getoption("--gate-accept-baseline"):
-        needs_samples = {v.id for v in cfg.variants if cfg.models[v.model].task != "fidelity"}
+        # per-sample scores of every labelled variant, per-input fidelity of every label-free one: what the
+        # paired regression checks of later runs compare with
+        needs_samples = {v.id for v in cfg.variants if cfg.models[v.model].task != "fidelity" or not v.is_float}
+        for v in cfg.variants:  # what no check of this run asked for is measured now, for the baseline to keep
+            if v.id in needs_samples and v.id not in rec.samples and v.id in rec.artifacts:
+                run_ = gate_.variant(v)
+                try:
+                    run_.fidelity() if cfg.models[v.model].task == "fidelity" else run_.scores()
+                except Exception:  # noqa: S110 - the refusal below names what is missing
+                    pass
         why_not = baseline.refusal(rec, exitstatus, [v.id for v in cfg.variants], needs_samples)
         if why_not is None:
             reason = config.getoption("gate_reason").strip()

@@ -28,6 +28,7 @@ class Recorder:
     artifacts: dict[str, dict] = field(default_factory=dict)  # variant -> kind, path, digest, factory, meta
     samples: dict[str, dict[str, list]] = field(default_factory=dict)  # variant -> per-sample scores
     notes: list[str] = field(default_factory=list)  # what the run could not do at all (no baseline, ...)
+    accepting: bool = False  # this run is to become the baseline: comparisons with the old one inform, not block
 
     def figure(self, variant_id: str, **values: object) -> None:
         self.figures.setdefault(variant_id, {}).update(values)

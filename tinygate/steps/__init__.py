@@ -51,13 +51,16 @@ class StepSpec:
         module, func = self.module.split(":")
         return getattr(importlib.import_module(module), func)
 
-    def code_digest(self) -> str:
-        """The hash of the step's module source (a user step): editing the step rebuilds what it made."""
+    def code_digest(self, project) -> str:
+        """The hash of a user step's module source and of the project's own modules it uses: editing the step or a
+        helper of it rebuilds what it made."""
         from pathlib import Path
 
-        from tinygate.cache import digest_path
+        from tinygate.cache import digest_path, key_of
+        from tinygate.pipeline import user_modules
 
-        return digest_path(Path(importlib.import_module(self.module.split(":")[0]).__file__))
+        module = importlib.import_module(self.module.split(":")[0])
+        return key_of(files=[digest_path(f) for f in [Path(module.__file__), *user_modules(module, project)]])
 
 
 def step(*, consumes: str | tuple[str, ...], produces: str, calibration: bool = False, **params: Any):
