@@ -63,8 +63,8 @@ def gate(tmp_path, run_gate):
     """Write a digits config (optionally other weights, data, a factory or [regression] settings) and run it
     against the baseline kept in tmp_path/reports/baseline."""
     def run(*args: str, weights: Path | None = None, eval_spec: str | None = None, regression: str = "",
-            factory: str | None = None):
-        text = model_table("digits", weights, eval_spec, calibration=True) + VARIANTS
+            factory: str | None = None, variants: str = VARIANTS):
+        text = model_table("digits", weights, eval_spec, calibration=True) + variants
         if factory:
             text = text.replace('factory = "tinygate.zoo.digits:build"', f'factory = "{factory}"')
         config = tmp_path / "gate.toml"
@@ -141,6 +141,29 @@ def test_a_baseline_on_other_evaluation_data_is_refused(accepted, gate, tmp_path
     run = gate("-m", "regression and not latency", eval_spec=f'{{ npz = "{tmp_path / "other.npz"}" }}')
     assert run.returncode == 1
     assert "was evaluated on different data" in run.line("per-sample comparison is refused")
+
+
+def test_a_variant_gone_from_the_config_fails_until_a_baseline_without_it_is_accepted(accepted, gate, tmp_path):
+    float_only = VARIANTS.split("[models.digits.variants.onnx_int8_static]")[0]
+    gone = gate("-m", "regression and not latency", variants=float_only)
+    assert gone.returncode == 1, gone.output[-3000:]
+    assert "digits-onnx_int8_static" in gone.line("in the baseline, gone from")
+    accept = gate("--gate-accept-baseline", "--reason", "static int8 dropped", variants=float_only)
+    assert accept.returncode == 0 and "baseline accepted" in accept.output, accept.output[-3000:]
+    assert gate("-m", "regression and not latency", variants=float_only).returncode == 0
+    nowhere = gate("-m", "regression and not latency", "--gate-baseline-dir", str(tmp_path / "nowhere"),
+                   variants=float_only)
+    assert nowhere.returncode == 1 and "regression checks cannot run" in nowhere.line("named by --gate-baseline-dir")
+
+
+def test_scores_measured_by_another_backend_are_not_paired(accepted, gate):
+    doc = json.loads((accepted / "baseline.json").read_text())
+    doc["variants"]["digits-float"]["measured_on"] = "Core ML runtime"  # as if measured on a Mac
+    (accepted / "baseline.json").write_text(json.dumps(doc))
+    run = gate("-m", "regression and not latency", "-k", "quality_vs_baseline")
+    assert run.returncode == 0, run.output[-3000:]
+    line = run.line("digits-float: refused")
+    assert "measured on the Core ML runtime, today's on the torch" in line
 
 
 def test_small_drops_that_each_pass_add_up_to_a_drift_failure(accepted, gate, tmp_path):

@@ -267,3 +267,14 @@ def test_an_onnx_loop_with_a_huge_trip_count_is_stopped_in_one_line(tmp_path):
         assert time.monotonic() - start < 10
     finally:
         safety.set_max_call_seconds(120.0)
+
+
+def test_reports_are_strict_json_naming_each_non_finite_figure(tmp_path):
+    """Strict JSON readers reject bare Infinity / NaN: such a figure is written as null, and listed."""
+    rec = reports.Recorder()
+    rec.figure("m-v", model="m", variant="v", size_kb=1.0, sqnr_db=float("inf"))
+    rec.record("m", "v", "max_size_kb", 1.0, 2.0, "KB", True, "onnx")
+    reports.write(rec, tmp_path, 0)
+    doc = json.loads((tmp_path / "results.json").read_text(),
+                     parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    assert doc["figures"]["m-v"]["sqnr_db"] is None and doc["non_finite"] == {"figures.m-v.sqnr_db": "inf"}
