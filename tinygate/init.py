@@ -1,4 +1,4 @@
-"""`python -m tinygate init MODEL`: write a gate.toml entry for a model, budgets set from its measured figures.
+"""`tinygate init MODEL`: write a gate.toml entry for a model, budgets set from its measured figures.
 
 It builds the usual variants of the model (ONNX Runtime graph optimization, fp16, dynamic and static int8;
 for a PyTorch model, export first and PyTorch int8), measures each on the evaluation data, and writes each
@@ -57,12 +57,6 @@ class Measured:
     figures: dict[str, float]
     problem: str = ""  # the variant could not be built or measured: left out
     warning: str = ""  # measured, but already far from the float model
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tinygate init", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return main_args(p.parse_args(argv))
 
 
 def main_args(args: argparse.Namespace) -> int:
