@@ -1,4 +1,4 @@
-"""The `tinygate` command (also `python -m tinygate`): init, check, accept, compare.
+"""The `tinygate` command (also `python -m tinygate`): init, check, accept, compare, build, judge.
 
 `check` and `accept` are the same pytest run a user would type, found from any folder of the project:
 the project is the folder of the nearest gate.toml above the current folder (or --config's folder).
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if rest and args.command not in ("check", "accept"):
+    if rest and args.command not in ("check", "accept", "judge"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args, rest)
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinygate", description="A pytest release gate for optimized ML models.",
                                 allow_abbrev=False)
-    sub = p.add_subparsers(dest="command", metavar="{init,check,accept,compare}")
+    sub = p.add_subparsers(dest="command", metavar="{init,check,accept,compare,build,judge}")
 
     from tinygate import init
 
@@ -61,6 +61,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="'baseline' (default), or history:N for line N of history.jsonl (negative counts from "
                         "the end: history:-2 is the run before the last)")
     c.set_defaults(run=_compare)
+
+    b = sub.add_parser("build", help="pre-merge, untrusted phase: build every variant with this checkout's code and "
+                                     "export the artifacts to a bundle (no verdict)",
+                       description="Build every variant of the config (this checkout's code runs: give it no "
+                                   "secrets) and write the artifacts, the float model's outputs, the config and a "
+                                   "manifest of sha256 hashes into OUT, for `tinygate judge`.")
+    b.add_argument("--config", type=Path, help="the gate config (default: the nearest gate.toml above here)")
+    b.add_argument("--out", type=Path, required=True, help="the bundle folder to create (must not exist or be empty)")
+    b.set_defaults(run=_build)
+
+    j = sub.add_parser("judge", help="pre-merge, trusted phase: judge a bundle with this checkout's tinygate, config "
+                                     "and baseline (extra arguments go to pytest)",
+                       description="Measure and judge the artifacts of BUNDLE with this checkout's gate config, "
+                                   "tests and baseline, strictly; nothing in the bundle is imported or executed.",
+                       allow_abbrev=False)
+    j.add_argument("bundle", type=Path, help="the folder `tinygate build --out` wrote")
+    j.add_argument("--config", type=Path, help="the gate config (default: the nearest gate.toml above here)")
+    j.add_argument("--approved", action="store_true",
+                   help="a person approved the pull request's budget changes (e.g. it carries the approval label)")
+    j.set_defaults(run=_judge)
     return p
 
 
@@ -87,6 +107,28 @@ def _check(args: argparse.Namespace, rest: list[str]) -> int:
         cmd += ["--gate-accept-baseline", f"--gate-reason={args.reason}"]
         cmd += ["--gate-new-release-line"] if args.new_release_line else []
     return subprocess.call(cmd)
+
+
+def _build(args: argparse.Namespace, _: list[str]) -> int:
+    from tinygate import bundle
+    from tinygate.gate import Gate
+
+    config = find_config(args.config)
+    print(f"tinygate build: {config} -> {args.out}")
+    manifest = bundle.build(Gate(config), args.out)
+    failed = [vid for vid, v in manifest["variants"].items() if "error" in v]
+    print(f"bundle: {args.out.resolve()} ({len(manifest['variants']) - len(failed)} variants built"
+          + (f", {len(failed)} failed: {', '.join(failed)}; the judge fails them" if failed else "") + ")")
+    print(f"judge it with the target branch's checkout: tinygate judge {args.out.resolve()}")
+    return 0
+
+
+def _judge(args: argparse.Namespace, rest: list[str]) -> int:
+    config = find_config(args.config)
+    tests = config.parent / "model_tests"
+    cmd = [sys.executable, "-m", "pytest", str(tests if tests.is_dir() else config.parent), f"--gate-config={config}",
+           f"--gate-bundle={args.bundle.resolve()}", "--gate-strict", "-p", "no:cacheprovider", *rest]
+    return subprocess.call(cmd + (["--gate-approved"] if args.approved else []))
 
 
 def _compare(args: argparse.Namespace, _: list[str]) -> int:

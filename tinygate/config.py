@@ -206,15 +206,14 @@ class _Reader:
         return ref
 
 
-def load(path: str | Path) -> GateConfig:
-    """Parse and validate a gate config; raises GateError on the first problem."""
+def load(path: str | Path, raw: dict | None = None) -> GateConfig:
+    """Parse and validate a gate config (or `raw`, its TOML data, paths relative to `path`'s folder); raises
+    GateError on the first problem."""
     path = Path(path).resolve()
     if not path.is_file():
         raise GateError(path, None, "gate config file not found")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise GateError(path, None, f"not valid TOML: {exc}") from None
+    if raw is None:
+        raw = read_toml(path)
     if str(path.parent) not in sys.path:  # a factory or data module kept beside the config imports as-is
         sys.path.append(str(path.parent))
     r = _Reader(path)
@@ -233,6 +232,14 @@ def load(path: str | Path) -> GateConfig:
             raise r.fail(f"{key}.machine", "absolute latency limits (max_p50_ms, max_p95_ms) need the machine "
                                            "profile they were measured on")
     return cfg
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file as data, or one line naming it and what is wrong."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GateError(path, None, f"not valid TOML: {exc}") from None
 
 
 # Fixture names a step cannot take: the plugin's own and pytest's most used ones.

@@ -18,6 +18,7 @@ from tinygate import checks as checks_
 from tinygate import evaluate, pipeline
 from tinygate.artifacts import Artifact, backend_name
 from tinygate.budgets import QUANTIZING_STEPS
+from tinygate.bundle import Bundle
 from tinygate.cache import Cache
 from tinygate.checks import Check
 from tinygate.config import GateConfig, Step, Variant
@@ -34,10 +35,13 @@ class Gate:
     """A gate config with its cache and the record of what was measured and judged."""
 
     def __init__(self, config: GateConfig | str | Path, cache_dir: str | Path | None = None, threads: int = 1,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, bundle: Bundle | None = None) -> None:
         from tinygate.config import load
 
         self.config = config if isinstance(config, GateConfig) else load(config)
+        self.bundle = bundle  # judging a pull request's bundle: its artifacts are measured, nothing is built
+        self.review: list = []  # judging: how the pull request's config differs (tinygate.review.Change)
+        self.approved = False  # judging: a person approved those changes
         self.cache = Cache(Path(cache_dir) if cache_dir else self.config.path.parent / ".tinygate-cache")
         self.threads = threads
         self.recorder = recorder or Recorder()
@@ -101,7 +105,12 @@ class VariantRun:
     # -- build ------------------------------------------------------------------------------------------------
 
     def chain(self) -> list[Artifact]:
-        """The float model, then what each configured step made of the one before, in order."""
+        """The float model, then what each configured step made of the one before, in order (from the bundle
+        when judging one)."""
+        if self.gate.bundle is not None:
+            steps = self.gate.config.steps
+            kinds = [self.model.source_kind] + [steps[s.name].produces for s in self.variant.steps]
+            return self.gate.once(("bundle", self.variant.id), lambda: self.gate.bundle.chain(self.variant.id, kinds))
         chain = [self.float_artifact()]
         for step in self.variant.steps:
             chain.append(self.gate.apply(chain[-1], step, self.variant))
@@ -115,6 +124,8 @@ class VariantRun:
         return self.chain()[index + 1]
 
     def float_artifact(self) -> Artifact:
+        if self.gate.bundle is not None:
+            return self.chain()[0]
         return pipeline.float_artifact(self.model)
 
     def artifact(self) -> Artifact:

@@ -33,6 +33,7 @@ MARKERS = {
     "artifact_kind(kind)": "the test runs for every variant whose artifact is of this kind (e.g. mlpackage)",
     "with_step(*names)": "the test runs for every variant that has one of these steps",
     "select(fn)": "the test runs for every variant for which fn(variant, model) is true",
+    "judge": "checks that run only when judging a pull request's bundle (--gate-bundle)",
 }
 
 
@@ -63,6 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "profile) or a missing baseline fails instead of skipping (default: on when CI=true)")
     group.addoption("--no-gate-strict", dest="gate_strict", action="store_const", const=False,
                     help="skip, with the reason, what cannot be measured here (default off CI)")
+    group.addoption("--gate-bundle", default=None,
+                    help="judge the artifacts of this bundle (made by `tinygate build` from a pull request) with this "
+                         "config, building nothing and importing nothing from the pull request")
+    group.addoption("--gate-approved", action="store_true",
+                    help="with --gate-bundle: a person approved the pull request's budget changes (its budgets apply)")
     parser.addini("gate_config", "the gate config, relative to the ini file's folder (default: gate.toml)",
                   default="")
 
@@ -102,8 +108,12 @@ def pytest_configure(config: pytest.Config) -> None:
         set_max_file_mb(config.getoption("--gate-max-file-mb"))
         set_max_call_seconds(config.getoption("--gate-max-call-seconds"))
         cache = config.getoption("--gate-cache-dir")
-        gate = Gate(path, _from(Path(config.invocation_params.dir), cache) if cache else None,
-                    config.getoption("--gate-threads"))
+        cache = _from(Path(config.invocation_params.dir), cache) if cache else None
+        bundle = config.getoption("--gate-bundle")
+        if bundle:
+            gate = _judging(config, path, _from(Path(config.invocation_params.dir), bundle), cache)
+        else:
+            gate = Gate(path, cache, config.getoption("--gate-threads"))
     except GateError as exc:
         _stopped(config, path, f"gate stopped: {exc}")
     if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
@@ -113,6 +123,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_step_fixtures(gate.config.steps), "tinygate-steps")
     if config.getoption("benchmark_storage", None) == "file://./.benchmarks":  # pytest-benchmark's default
         config.option.benchmark_storage = f"file://{reports_root(config) / 'benchmarks'}"
+
+
+def _judging(config: pytest.Config, path: Path, bundle_dir: Path, cache: Path | None):
+    """A Gate over a pull request's bundle: the config is this (the target's) one, with each variant built as the
+    pull request built it and held to these budgets unless a person approved the pull request's."""
+    from tinygate import review
+    from tinygate.bundle import open_bundle
+    from tinygate.config import load, read_toml
+    from tinygate.gate import Gate
+    from tinygate.steps import STEPS
+
+    if config.getoption("--gate-accept-baseline"):
+        raise pytest.UsageError("gate stopped: a bundle is judged, never accepted as the baseline")
+    bundle = open_bundle(bundle_dir)
+    target, candidate = read_toml(path), bundle.candidate_config()
+    approved = bool(config.getoption("--gate-approved"))
+    known = set(STEPS) | set(target.get("steps", {}) if isinstance(target.get("steps"), dict) else {})
+    merged, unbuildable = review.judged_config(target, candidate, approved, known)
+    gate = Gate(load(path, merged), cache, config.getoption("--gate-threads"), bundle=bundle)
+    gate.review = review.changes(target, candidate) + unbuildable
+    gate.approved = approved
+    return gate
 
 
 def _stopped(config: pytest.Config, path: Path, message: str):
@@ -228,6 +260,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     from tinygate.config import Variant
 
+    gate_ = config.stash.get(GATE, None)
+    judging = gate_ is not None and gate_.bundle is not None
+    items[:] = [i for i in items if judging or i.get_closest_marker("judge") is None]  # judge-only checks
     unused = [i for i in items if "variant" in getattr(i, "fixturenames", ())
               and not isinstance(getattr(i, "callspec", None) and i.callspec.params.get("variant"), Variant)]
     if unused:

@@ -12,5 +12,7 @@ from tinygate.pytest_checks.latency import *  # noqa: F403
 from tinygate.pytest_checks.latency import __all__ as _latency
 from tinygate.pytest_checks.regression import *  # noqa: F403
 from tinygate.pytest_checks.regression import __all__ as _regression
+from tinygate.pytest_checks.review import *  # noqa: F403
+from tinygate.pytest_checks.review import __all__ as _review
 
-__all__ = [*_budgets, *_latency, *_regression]
+__all__ = [*_budgets, *_latency, *_regression, *_review]

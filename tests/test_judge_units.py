@@ -1,0 +1,178 @@
+"""The judge's pieces without a gate run: the config review (tinygate.review) and the bundle's verification
+(tinygate.bundle.open_bundle) against a bundle altered after it was built."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from bundled import model_table
+
+from tinygate import bundle, review
+from tinygate.errors import GateError
+from tinygate.gate import Gate
+
+TARGET = {
+    "models": {"digits": {"factory": "tinygate.zoo.digits:build", "variants": {
+        "float": {"steps": [], "budgets": {"max_size_kb": 45, "min_accuracy_pct": 98}},
+        "int8": {"steps": [{"step": "ort_int8_dynamic"}], "budgets": {"max_size_ratio": 0.4,
+                                                                       "min_accuracy_pct": 97.5}},
+    }}},
+    "regression": {"psnr_drop_db": 0.2},
+}
+
+
+def _candidate(**edit) -> dict:
+    import copy
+
+    c = copy.deepcopy(TARGET)
+    for path, value in edit.items():
+        *keys, last = path.split("__")
+        node = c
+        for k in keys:
+            node = node[k]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    return c
+
+
+def _changes(candidate: dict) -> dict[str, review.Change]:
+    return {c.where: c for c in review.changes(TARGET, candidate)}
+
+
+def test_an_unchanged_config_has_no_changes():
+    assert review.changes(TARGET, _candidate()) == []
+
+
+@pytest.mark.parametrize("edit, where, what, approval", [
+    ({"models__digits__variants__float__budgets__min_accuracy_pct": 90}, "budgets.min_accuracy_pct", "loosened", True),
+    ({"models__digits__variants__float__budgets__min_accuracy_pct": 99}, "budgets.min_accuracy_pct", "tightened",
+     False),
+    ({"models__digits__variants__int8__budgets__max_size_ratio": 0.9}, "budgets.max_size_ratio", "loosened", True),
+    ({"models__digits__variants__int8__budgets__max_size_ratio": 0.3}, "budgets.max_size_ratio", "tightened", False),
+    ({"models__digits__variants__float__budgets__max_size_kb": None}, "budgets.max_size_kb", "check removed", True),
+    ({"models__digits__variants__int8": None}, "variants.int8", "variant removed", True),
+    ({"models__digits__variants__int8__steps": [{"step": "ort_int8_static"}]}, "variants.int8.steps", "changed",
+     False),
+    ({"regression__psnr_drop_db": 5.0}, "regression.psnr_drop_db", "loosened", True),
+    ({"regression__psnr_drop_db": None}, "regression.psnr_drop_db", "tightened", False),  # back to the default, 0.1
+])
+def test_each_change_is_listed_and_a_loosening_needs_approval(edit, where, what, approval):
+    found = [c for w, c in _changes(_candidate(**edit)).items() if w.endswith(where)]
+    assert len(found) == 1, review.changes(TARGET, _candidate(**edit))
+    assert what in found[0].what and found[0].needs_approval is approval
+
+
+def test_an_added_model_needs_approval_and_an_added_variant_needs_a_quality_budget():
+    c = _candidate(models__other={"variants": {}})
+    assert _changes(c)["models.other"].needs_approval
+    c = _candidate(models__digits__variants__tiny={"steps": [{"step": "ort_fp16"}], "budgets": {"max_size_kb": 1}})
+    assert _changes(c)["models.digits.variants.tiny"].needs_approval
+    c["models"]["digits"]["variants"]["tiny"]["budgets"]["min_accuracy_pct"] = 97
+    assert not _changes(c)["models.digits.variants.tiny"].needs_approval
+
+
+def test_the_judged_config_keeps_the_targets_budgets_unless_approved():
+    known = {"ort_int8_dynamic", "ort_int8_static", "ort_fp16"}
+    c = _candidate(models__digits__variants__float__budgets__min_accuracy_pct=10,
+                   models__digits__variants__int8__steps=[{"step": "ort_int8_static"}], regression__psnr_drop_db=9)
+    merged, unknown = review.judged_config(TARGET, c, approved=False, known_steps=known)
+    float_ = merged["models"]["digits"]["variants"]["float"]
+    assert float_["budgets"]["min_accuracy_pct"] == 98 and merged["regression"]["psnr_drop_db"] == 0.2
+    assert merged["models"]["digits"]["variants"]["int8"]["steps"] == [{"step": "ort_int8_static"}]  # as built
+    assert unknown == []
+    merged, _ = review.judged_config(TARGET, c, approved=True, known_steps=known)
+    assert merged["models"]["digits"]["variants"]["float"]["budgets"]["min_accuracy_pct"] == 10
+    c = _candidate(models__digits__variants__int8__steps=[{"step": "evil_step"}])
+    merged, unknown = review.judged_config(TARGET, c, approved=False, known_steps=known)
+    assert merged["models"]["digits"]["variants"]["int8"]["steps"] == [{"step": "ort_int8_dynamic"}]
+    assert [u.where for u in unknown] == ["models.digits.variants.int8.steps"] and "evil_step" in unknown[0].what
+
+
+# -- the bundle ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A real bundle of the digits model: float (PyTorch) and dynamic int8 ONNX."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "gate.toml").write_text(model_table("digits") + """
+[models.digits.variants.float]
+steps = []
+budgets = { min_accuracy_pct = 90 }
+[models.digits.variants.int8]
+steps = [{ step = "onnx_export" }, { step = "ort_int8_dynamic" }]
+budgets = { min_accuracy_pct = 90 }
+""")
+    out = root / "bundle"
+    bundle.build(Gate(root / "gate.toml", tmp_path_factory.mktemp("cache")), out, log=lambda _: None)
+    return out
+
+
+@pytest.fixture
+def copy(built, tmp_path) -> Path:
+    shutil.copytree(built, tmp_path / "b")
+    return tmp_path / "b"
+
+
+def test_a_built_bundle_opens_with_every_chain_and_the_float_model_frozen(built):
+    b = bundle.open_bundle(built)
+    chain = b.chain("digits-int8", ["torch", "onnx", "onnx"])
+    assert [a.kind for a in chain] == ["torch", "onnx", "onnx"] and chain[0].factory == ""
+    assert Path(dict(chain[0].meta)["traced"]).is_file()
+    assert set(b.float_outputs("digits")) == {"logits"}
+    assert b.candidate_config()["models"]["digits"]["variants"]["float"]["budgets"] == {"min_accuracy_pct": 90}
+    with pytest.raises(GateError, match="steps make"):
+        b.chain("digits-int8", ["torch", "onnx"])
+    with pytest.raises(GateError, match="did not make this variant"):
+        b.chain("digits-other", ["torch"])
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())
+
+
+def _write(root: Path, manifest: dict) -> None:
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _onnx(root: Path) -> Path:
+    return sorted(root.glob("artifacts/*-onnx/*.onnx"))[-1]
+
+
+def _swap_for_symlink(path: Path) -> None:
+    path.unlink()
+    os.symlink("/etc/passwd", path)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda r: _onnx(r).write_bytes(_onnx(r).read_bytes() + b"\0"), "does not match its sha256"),
+    (lambda r: (r / "artifacts" / "extra.onnx").write_bytes(b"x"), "does not list artifacts/extra.onnx"),
+    (lambda r: (r / "conftest.py").write_text("import os"), "does not list conftest.py"),
+    (lambda r: _swap_for_symlink(_onnx(r)), "is a symlink"),
+    (lambda r: os.symlink("/etc", r / "artifacts" / "etc"), "is a symlink"),
+    (lambda r: _write(r, {**_manifest(r), "files": {**_manifest(r)["files"], "../../x": "0" * 64}}),
+     "relative path inside the bundle"),
+    (lambda r: ((r / "conftest.py").write_text("x"),
+                _write(r, {**_manifest(r), "files": {**_manifest(r)["files"], "conftest.py": bundle._sha256(
+                    r / "conftest.py")}})), "is neither an artifact's file"),
+    (lambda r: _write(r, {**_manifest(r), "artifacts": {
+        k: {**v, "engine": "evil"} for k, v in _manifest(r)["artifacts"].items()}}), "engine"),
+    (lambda r: (r / "manifest.json").write_text('{"format": NaN}'), "not valid JSON"),
+    (lambda r: (r / "manifest.json").unlink(), "missing"),
+])
+def test_an_altered_bundle_is_refused_in_one_line_naming_the_file(copy, tamper, message):
+    tamper(copy)
+    with pytest.raises(GateError, match=message) as exc:
+        bundle.open_bundle(copy)
+    assert "\n" not in str(exc.value)
+
+
+def test_build_refuses_a_folder_that_is_not_empty(tmp_path, built):
+    (tmp_path / "x").write_text("")
+    with pytest.raises(GateError, match="not an empty folder"):
+        bundle.build(None, tmp_path)
