@@ -33,7 +33,7 @@ def explain(step: str, params: dict, before: Artifact, after: Artifact, input_na
     """The `top` layers with the lowest SQNR for the quantizing `step` that turned `before` into `after`."""
     if step == "ort_int8_static":
         losses = _onnx_qdq(before.path, after.path, input_names, inputs)
-    elif step == "torch_int8":
+    elif step == "torch_int8" and before.factory:  # a judged bundle has no model code to hook: weights, below
         losses = _torch_int8(before, params, calibration, inputs)
     else:
         losses = [LayerLoss(c.stored, c.sqnr_db, "weight") for c in
