@@ -187,7 +187,9 @@ def test_the_judge_fails_the_hostile_pull_request_as_it_fails_the_honest_one(run
 def test_approval_applies_the_pull_requests_budgets(runs, tmp_path):
     result = _tinygate(runs["target"], "judge", str(runs["bundle"]), "--approved", "-q", *SELECT)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "approved (--gate-approved)" in (runs["target"] / "reports" / "latest" / "summary.md").read_text()
+    summary = (runs["target"] / "reports" / "latest" / "summary.md").read_text()
+    assert "gate.toml change (approved: --gate-approved): models.digits.variants.float.budgets.min_accuracy_pct: " \
+           "loosened 98 -> 10" in summary
 
 
 @pytest.mark.parametrize("tamper, message", [

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from bundled import model_table
 
 from tinygate import bundle, review
+from tinygate.artifacts import load_torch
+from tinygate.config import load as load_config
 from tinygate.errors import GateError
 from tinygate.gate import Gate
 
@@ -59,6 +63,10 @@ def test_an_unchanged_config_has_no_changes():
     ({"models__digits__variants__int8": None}, "variants.int8", "variant removed", True),
     ({"models__digits__variants__int8__steps": [{"step": "ort_int8_static"}]}, "variants.int8.steps", "changed",
      False),
+    ({"models__digits__variants__int8__steps": [{"step": "ort_optimize"}]}, "variants.int8.steps",
+     "drops ort_int8_dynamic and its quantization checks", True),
+    ({"models__digits__variants__int8__speedup_reference": "int8"}, "variants.int8.speedup_reference", "changed",
+     True),
     ({"regression__psnr_drop_db": 5.0}, "regression.psnr_drop_db", "loosened", True),
     ({"regression__psnr_drop_db": None}, "regression.psnr_drop_db", "tightened", False),  # back to the default, 0.1
 ])
@@ -73,8 +81,27 @@ def test_an_added_model_needs_approval_and_an_added_variant_needs_a_quality_budg
     assert _changes(c)["models.other"].needs_approval
     c = _candidate(models__digits__variants__tiny={"steps": [{"step": "ort_fp16"}], "budgets": {"max_size_kb": 1}})
     assert _changes(c)["models.digits.variants.tiny"].needs_approval
-    c["models"]["digits"]["variants"]["tiny"]["budgets"]["min_accuracy_pct"] = 97
+    c["models"]["digits"]["variants"]["tiny"]["budgets"]["min_accuracy_pct"] = 0  # meaningless: looser than any
+    assert "looser than the model's others" in _changes(c)["models.digits.variants.tiny"].what
+    c["models"]["digits"]["variants"]["tiny"]["budgets"]["min_accuracy_pct"] = 97.5
     assert not _changes(c)["models.digits.variants.tiny"].needs_approval
+
+
+@pytest.mark.parametrize("body, key", [
+    ({"models": [1]}, "models"),
+    ({"models": {"digits": "x"}}, "models.digits"),
+    ({"models": {"digits": {"variants": [1]}}}, "models.digits.variants"),
+    ({"models": {"digits": {"variants": {"float": {"budgets": [1]}}}}}, "models.digits.variants.float.budgets"),
+    ({"models": {"digits": {"variants": {"float": {"steps": [{"step": ["a"]}]}}}}},
+     "models.digits.variants.float.steps"),
+    ({"regression": 5}, "regression"),
+    ({"models": {"digits": {"variants": {"float": {"budgets": {"max_size_kb": True}}}}}},
+     "models.digits.variants.float.budgets.max_size_kb"),
+])
+def test_a_pull_request_config_of_the_wrong_shape_is_one_line(body, key, tmp_path):
+    with pytest.raises(GateError, match=f"{key}: the pull request's gate config") as exc:
+        review.check_shape(body, tmp_path / "candidate.toml")
+    assert "\n" not in str(exc.value)
 
 
 def test_the_judged_config_keeps_the_targets_budgets_unless_approved():
@@ -98,19 +125,24 @@ def test_the_judged_config_keeps_the_targets_budgets_unless_approved():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """A real bundle of the digits model: float (PyTorch) and dynamic int8 ONNX."""
+    """A real bundle of the digits model (float PyTorch, dynamic int8 ONNX, PyTorch int8), made as a pull request's
+    build makes it: `tinygate build` in a process of its own."""
     root = tmp_path_factory.mktemp("project")
-    (root / "gate.toml").write_text(model_table("digits") + """
+    (root / "gate.toml").write_text(model_table("digits", calibration=True) + """
 [models.digits.variants.float]
 steps = []
 budgets = { min_accuracy_pct = 90 }
 [models.digits.variants.int8]
 steps = [{ step = "onnx_export" }, { step = "ort_int8_dynamic" }]
 budgets = { min_accuracy_pct = 90 }
+[models.digits.variants.torch_int8]
+steps = [{ step = "torch_int8" }]
+budgets = { min_accuracy_pct = 90 }
 """)
-    out = root / "bundle"
-    bundle.build(Gate(root / "gate.toml", tmp_path_factory.mktemp("cache")), out, log=lambda _: None)
-    return out
+    done = subprocess.run([sys.executable, "-m", "tinygate", "build", "--out", str(root / "bundle")], cwd=root,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "bundle"
 
 
 @pytest.fixture
@@ -119,17 +151,34 @@ def copy(built, tmp_path) -> Path:
     return tmp_path / "b"
 
 
-def test_a_built_bundle_opens_with_every_chain_and_the_float_model_frozen(built):
+def test_a_built_bundle_opens_with_every_chain_from_one_float_model(built):
     b = bundle.open_bundle(built)
-    chain = b.chain("digits-int8", ["torch", "onnx", "onnx"])
-    assert [a.kind for a in chain] == ["torch", "onnx", "onnx"] and chain[0].factory == ""
-    assert Path(dict(chain[0].meta)["traced"]).is_file()
+    chain = b.chain("digits-int8", "digits", ["torch", "onnx", "onnx"], "tinygate.zoo.digits:build")
+    assert [a.kind for a in chain] == ["torch", "onnx", "onnx"] and chain[0].factory == "tinygate.zoo.digits:build"
+    assert chain[0] == b.chain("digits-float", "digits", ["torch"], "tinygate.zoo.digits:build")[0]
     assert set(b.float_outputs("digits")) == {"logits"}
     assert b.candidate_config()["models"]["digits"]["variants"]["float"]["budgets"] == {"min_accuracy_pct": 90}
     with pytest.raises(GateError, match="steps make"):
-        b.chain("digits-int8", ["torch", "onnx"])
+        b.chain("digits-int8", "digits", ["torch", "onnx"])
     with pytest.raises(GateError, match="did not make this variant"):
-        b.chain("digits-other", ["torch"])
+        b.chain("digits-other", "digits", ["torch"])
+
+
+def test_a_variant_made_from_another_float_model_is_refused(copy):
+    m = _manifest(copy)
+    m["variants"]["digits-int8"]["chain"][0] = m["variants"]["digits-int8"]["chain"][1]
+    _write(copy, m)
+    with pytest.raises(GateError, match="not from model digits's float model"):
+        bundle.open_bundle(copy).chain("digits-int8", "digits", ["onnx", "onnx", "onnx"])
+
+
+def test_an_artifact_is_identified_by_its_manifest_entry_too(copy, built):
+    m = _manifest(copy)
+    name = m["variants"]["digits-int8"]["chain"][-1]
+    before = bundle.open_bundle(built).artifact(name).digest
+    m["artifacts"][name]["engine"] = "qnnpack"
+    _write(copy, m)
+    assert bundle.open_bundle(copy).artifact(name).digest != before
 
 
 def _manifest(root: Path) -> dict:
@@ -176,3 +225,38 @@ def test_build_refuses_a_folder_that_is_not_empty(tmp_path, built):
     (tmp_path / "x").write_text("")
     with pytest.raises(GateError, match="not an empty folder"):
         bundle.build(None, tmp_path)
+
+
+def _rehash(root: Path) -> None:
+    """What a hostile build does after altering its bundle: list the new hashes."""
+    m = _manifest(root)
+    m["files"] = {rel: bundle._sha256(root / rel) for rel in m["files"]}
+    _write(root, m)
+
+
+def test_weights_that_the_targets_model_cannot_hold_fail_in_one_line(copy):
+    from safetensors.torch import load_file, save_file
+
+    weights = next(copy.glob("artifacts/*-torch/*.safetensors"))
+    state = load_file(str(weights))
+    state["hidden.table"] = state["head.bias"].repeat(1000)  # a second model beside the weights
+    save_file(state, str(weights))
+    _rehash(copy)
+    float_ = bundle.open_bundle(copy).chain("digits-float", "digits", ["torch"], "tinygate.zoo.digits:build")[0]
+    with pytest.raises(GateError, match="weights do not fit tinygate.zoo.digits:build") as exc:
+        load_torch(float_)
+    assert "\n" not in str(exc.value)
+
+
+def test_the_bundles_torchscript_is_never_loaded_the_judge_rebuilds_it(copy, tmp_path):
+    """TorchScript is code (it can read and write files): the judge makes the PyTorch int8 variant again from the
+    bundle's weights with its own step, so a hostile TorchScript file in the bundle is never opened."""
+    script = next(copy.glob("artifacts/*-torchscript/*.pt"))
+    script.write_bytes(b"not TorchScript at all")
+    _rehash(copy)
+    target = tmp_path / "gate.toml"
+    target.write_text((copy / "candidate.toml").read_text())
+    gate = Gate(load_config(target), tmp_path / "cache", bundle=bundle.open_bundle(copy))
+    chain = gate.variant("digits-torch_int8").chain()
+    assert chain[-1].kind == "torchscript" and copy not in chain[-1].path.parents
+    assert chain[0].path.parent.parent.parent == copy  # the weights are the bundle's

@@ -142,3 +142,34 @@ def test_concurrent_workers_build_an_entry_once(tmp_path):
     assert all(w.returncode == 0 for w in workers)
     assert log.read_text().count("built") == 1
     assert len(entries) == 1 and (Path(entries.pop()) / "artifact.bin").stat().st_size == 1000
+
+
+def test_sparse_initializer_external_data_counts_and_stays_inside(tmp_path):
+    """A sparse initializer may keep its values in an external file: that file is part of the model's size, and
+    it must lie inside the model's folder like any other external data."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    from tinygate.errors import GateError
+    from tinygate.safety import check_onnx, onnx_files
+
+    arr = np.ones(5000, np.float32)
+    (tmp_path / "w.bin").write_bytes(arr.tobytes())
+
+    def model(location: str, name: str):
+        values = numpy_helper.from_array(arr, "w")
+        set_external_data(values, location, 0, arr.nbytes)
+        values.data_location = TensorProto.EXTERNAL
+        values.ClearField("raw_data")
+        sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(5000, dtype=np.int64)), [5000])
+        graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5000])],
+                                  sparse_initializer=[sparse])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / name))
+        return tmp_path / name
+
+    assert onnx_files(model("w.bin", "ok.onnx")) == [tmp_path / "ok.onnx", tmp_path / "w.bin"]
+    with pytest.raises(GateError, match="sparse initializer w external data: path '../x.bin' points outside"):
+        check_onnx(model("../x.bin", "out.onnx"))

@@ -109,14 +109,7 @@ def float_weights(art: Artifact) -> dict[str, np.ndarray]:
 
 
 def load_torch(art: Artifact):
-    """The float or pruned torch model: the factory's module with its weights loaded; from a bundle (no factory:
-    its code is the pull request's), the TorchScript form the build froze."""
-    if not art.factory and "traced" in dict(art.meta):
-        import torch
-
-        with warnings.catch_warnings():  # TorchScript is deprecated; see tinygate/steps/torch_int8.py
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(dict(art.meta)["traced"]).eval()
+    """The float or pruned torch model: the factory's module with its weights loaded."""
     model = build_module(art.factory)
     state = load_state_dict(art.path)
     try:
@@ -167,10 +160,6 @@ def trace_torch(art: Artifact, xs: tuple[np.ndarray, ...], path: Path | None = N
     import torch
 
     model = load_torch(art)
-    if isinstance(model, torch.jit.ScriptModule):  # already frozen (a bundle's)
-        if path is not None:
-            model.save(str(path))
-        return model
     with torch.inference_mode(), warnings.catch_warnings():  # tracer notes and TorchScript's deprecation
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, tuple(torch.from_numpy(x) for x in xs), check_trace=False)

@@ -1,12 +1,13 @@
 """A gate bundle: what `tinygate build` exports from a pull request, and all that `tinygate judge` reads of it.
 
-build runs the pull request's code (no secrets): every variant's chain of artifacts, each PyTorch model also
-frozen as TorchScript (so that no factory code is needed to run it), the float model's outputs on the
-evaluation inputs, the pull request's gate.toml, and manifest.json with the sha256 of every file.
+build runs the pull request's code (no secrets): every variant's chain of artifacts, the float model's outputs on
+the evaluation inputs, the pull request's gate.toml, and manifest.json with the sha256 of every file.
 
 judge runs the target branch's code and opens a bundle as data: every file must be listed with its hash, no
 other file may be there, no symlink, nothing outside the folder; each model file then goes through its safe
-loader (safetensors, TorchScript, ONNX Runtime, the MIL interpreter). Nothing in a bundle is imported.
+loader (ONNX Runtime, the MIL interpreter; PyTorch weights through safetensors into the target branch's own
+factory). Nothing in a bundle is imported or executed: not Python, not TorchScript (TorchScript can read and
+write files), so a TorchScript step is rebuilt by the judge from its PyTorch input (tinygate.gate).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 
 def build(gate, out: Path, log: Callable[[str], None] = print) -> dict:
     """Export every variant of the gate's config into the empty folder `out`; the manifest written."""
-    from tinygate import __version__, pipeline
-    from tinygate.artifacts import runner_all, trace_torch
+    from tinygate import __version__
+    from tinygate.artifacts import runner_all
 
     out = Path(out)
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
@@ -43,7 +44,7 @@ def build(gate, out: Path, log: Callable[[str], None] = print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     by_digest: dict[str, str] = {}
     manifest: dict = {"format": FORMAT, "tinygate": __version__, "config": CANDIDATE, "artifacts": {},
-                      "variants": {}, "float_outputs": {}}
+                      "variants": {}, "models": {}, "float_outputs": {}}
     for v in gate.variants:
         model = gate.config.models[v.model]
         try:
@@ -56,13 +57,10 @@ def build(gate, out: Path, log: Callable[[str], None] = print) -> dict:
         for art in chain:
             if art.digest not in by_digest:
                 name = by_digest[art.digest] = f"a{len(by_digest):03d}-{art.kind}"
-                entry = _export(art, out / "artifacts" / name)
-                if art.kind == "torch":  # runnable without the factory's code: frozen on the config's inputs
-                    trace_torch(art, pipeline.example_inputs(model), out / "artifacts" / name / "traced.pt")
-                    entry["traced"] = "traced.pt"
-                manifest["artifacts"][name] = entry
+                manifest["artifacts"][name] = _export(art, out / "artifacts" / name)
             names.append(by_digest[art.digest])
         manifest["variants"][v.id] = {"chain": names}
+        manifest["models"][v.model] = names[0]
         log(f"  {v.id}: {' -> '.join(names)}")
         if v.model not in manifest["float_outputs"]:
             data = gate.variant(v).evaluation()
@@ -107,32 +105,39 @@ class Bundle:
         self.root, self.manifest = root, manifest
         self._artifacts: dict[str, Artifact] = {}
 
-    def chain(self, variant_id: str, kinds: list[str]) -> list[Artifact]:
-        """The variant's artifacts, float model first; `kinds` is what the judged config's steps make."""
+    def chain(self, variant_id: str, model: str, kinds: list[str], factory: str = "", code: str = "") -> list[Artifact]:
+        """The variant's artifacts, float model first; `kinds` is what the judged config's steps make, `factory`
+        the target branch's code for the model's PyTorch weights (`code`: that code's hash, for cache keys)."""
         entry = self.manifest["variants"].get(variant_id)
         where = self.root / MANIFEST
         if entry is None:
             raise GateError(where, f"variants.{variant_id}", "not in the bundle: the pull request's build did not "
                                                              "make this variant")
         if "error" in entry:
-            raise GateError(where, f"variants.{variant_id}", f"the pull request's build failed: {entry['error']}")
-        chain = [self.artifact(name) for name in entry["chain"]]
+            error = " ".join(entry["error"].split())[:500]  # one line, whatever the build wrote
+            raise GateError(where, f"variants.{variant_id}", f"the pull request's build failed: {error}")
+        if entry["chain"][0] != self.manifest["models"].get(model):
+            raise GateError(where, f"variants.{variant_id}.chain", f"starts from {entry['chain'][0]}, not from model "
+                                                                   f"{model}'s float model: every variant of a model "
+                                                                   "is made from the same one")
+        chain = [self.artifact(name, factory, code) for name in entry["chain"]]
         if [a.kind for a in chain] != kinds:
             raise GateError(where, f"variants.{variant_id}.chain", f"holds {[a.kind for a in chain]}, but the "
                                                                    f"variant's steps make {kinds}")
         return chain
 
-    def artifact(self, name: str) -> Artifact:
-        if name not in self._artifacts:
+    def artifact(self, name: str, factory: str = "", code: str = "") -> Artifact:
+        """One artifact of the bundle, identified by its files' hashes and its manifest entry; PyTorch weights are
+        run by `factory` (the target branch's), never by code from the bundle."""
+        if (name, factory) not in self._artifacts:
             entry = self.manifest["artifacts"][name]
             folder = self.root / "artifacts" / name
             files = sorted(f for f in self.manifest["files"] if f.startswith(f"artifacts/{name}/"))
-            digest = key_of(bundle=[(f, self.manifest["files"][f]) for f in files])
+            digest = key_of(bundle=[(f, self.manifest["files"][f]) for f in files], entry=sorted(entry.items()),
+                            factory=factory, code=code)
             meta = (("engine", entry["engine"]),) if "engine" in entry else ()
-            if entry["kind"] == "torch":
-                meta += (("traced", str(folder / entry["traced"])),)
-            self._artifacts[name] = Artifact(entry["kind"], folder / entry["path"], digest, "", meta)
-        return self._artifacts[name]
+            self._artifacts[name, factory] = Artifact(entry["kind"], folder / entry["path"], digest, factory, meta)
+        return self._artifacts[name, factory]
 
     def float_outputs(self, model: str) -> dict[str, np.ndarray] | None:
         """What the pull request's own code computed for the float model on the evaluation inputs."""
@@ -196,9 +201,9 @@ def open_bundle(path: Path) -> Bundle:
         if _sha256(p) != digest:
             raise GateError(p, None, f"does not match its sha256 in {MANIFEST}: the bundle was altered")
     for name, entry in manifest["artifacts"].items():
-        for part in ("path", "traced"):
-            if part in entry and f"artifacts/{name}/{entry[part]}" not in listed and entry["kind"] != "mlpackage":
-                raise GateError(where, f"artifacts.{name}.{part}", f"names {entry[part]!r}, which the bundle lacks")
+        main = f"artifacts/{name}/{entry['path']}"
+        if main not in listed and not any(f.startswith(main + "/") for f in listed):
+            raise GateError(where, f"artifacts.{name}.path", f"names {entry['path']!r}, which the bundle lacks")
     return Bundle(root, manifest)
 
 
@@ -214,8 +219,8 @@ def _check_schema(m: object, where: Path) -> None:
 
     need(isinstance(m, dict), "", "must be a JSON object")
     need(m.get("format") == FORMAT, "format", f"must be {FORMAT} (made by another tinygate version?)")
-    for key, kind in (("artifacts", dict), ("variants", dict), ("float_outputs", dict), ("files", dict),
-                      ("config", str)):
+    for key, kind in (("artifacts", dict), ("variants", dict), ("models", dict), ("float_outputs", dict),
+                      ("files", dict), ("config", str)):
         need(isinstance(m.get(key), kind), key, f"must be a {kind.__name__}")
     for rel, digest in m["files"].items():
         need(_relative(rel) and isinstance(digest, str) and len(digest) == 64, f"files.{rel}",
@@ -226,14 +231,15 @@ def _check_schema(m: object, where: Path) -> None:
         need(entry.get("kind") in KINDS, f"artifacts.{name}.kind", f"must be one of {', '.join(KINDS)}")
         need(isinstance(entry.get("path"), str) and _relative(entry["path"]), f"artifacts.{name}.path",
              "must be a relative path")
-        need(entry["kind"] != "torch" or (isinstance(entry.get("traced"), str) and _plain(entry["traced"])),
-             f"artifacts.{name}.traced", "a PyTorch artifact needs its TorchScript form")
+        need(set(entry) <= {"kind", "path", "engine"}, f"artifacts.{name}", "holds keys a bundle does not have")
         need(entry.get("engine", ENGINES[0]) in ENGINES, f"artifacts.{name}.engine", f"must be one of {ENGINES}")
     for vid, entry in m["variants"].items():
         chain = entry.get("chain") if isinstance(entry, dict) else None
         ok = isinstance(entry, dict) and (isinstance(entry.get("error"), str) or (
             isinstance(chain, list) and bool(chain) and all(isinstance(n, str) and n in m["artifacts"] for n in chain)))
         need(ok, f"variants.{vid}", "must hold a chain of listed artifacts, or the error that stopped its build")
+    for model, name in m["models"].items():
+        need(isinstance(name, str) and name in m["artifacts"], f"models.{model}", "must name its float artifact")
     for model, rel in m["float_outputs"].items():
         need(isinstance(rel, str) and rel in m["files"] and rel.startswith("float_outputs/") and rel.endswith(".npz"),
              f"float_outputs.{model}", "must name a listed float_outputs/*.npz file")

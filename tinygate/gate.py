@@ -108,12 +108,23 @@ class VariantRun:
         """The float model, then what each configured step made of the one before, in order (from the bundle
         when judging one)."""
         if self.gate.bundle is not None:
-            steps = self.gate.config.steps
-            kinds = [self.model.source_kind] + [steps[s.name].produces for s in self.variant.steps]
-            return self.gate.once(("bundle", self.variant.id), lambda: self.gate.bundle.chain(self.variant.id, kinds))
+            return self.gate.once(("bundle", self.variant.id), self._judged_chain)
         chain = [self.float_artifact()]
         for step in self.variant.steps:
             chain.append(self.gate.apply(chain[-1], step, self.variant))
+        return chain
+
+    def _judged_chain(self) -> list[Artifact]:
+        """A bundle's artifacts for this variant, PyTorch weights run by this branch's factory. TorchScript is code
+        (it can read and write files), so a step that made TorchScript is run again here, by this branch's code,
+        on the bundle's PyTorch weights; the bundle's TorchScript is never loaded."""
+        steps = self.gate.config.steps
+        kinds = [self.model.source_kind] + [steps[s.name].produces for s in self.variant.steps]
+        code = pipeline.float_artifact(self.model).digest if self.model.factory else ""  # this branch's model code
+        chain = self.gate.bundle.chain(self.variant.id, self.model.name, kinds, self.model.factory, code)
+        for i, art in enumerate(chain):
+            if art.kind == "torchscript":
+                chain[i] = self.gate.apply(chain[i - 1], self.variant.steps[i - 1], self.variant)
         return chain
 
     def after(self, step_name: str) -> Artifact:

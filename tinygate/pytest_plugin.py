@@ -111,7 +111,13 @@ def pytest_configure(config: pytest.Config) -> None:
         cache = _from(Path(config.invocation_params.dir), cache) if cache else None
         bundle = config.getoption("--gate-bundle")
         if bundle:
-            gate = _judging(config, path, _from(Path(config.invocation_params.dir), bundle), cache)
+            try:
+                gate = _judging(config, path, _from(Path(config.invocation_params.dir), bundle), cache)
+            except (GateError, pytest.UsageError):
+                raise
+            except Exception as exc:  # a hostile bundle must never end in a traceback, nor leave "may ship" behind
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise GateError(bundle, None, f"cannot be judged: {type(exc).__name__}: {first}") from None
         else:
             gate = Gate(path, cache, config.getoption("--gate-threads"))
     except GateError as exc:
@@ -138,6 +144,7 @@ def _judging(config: pytest.Config, path: Path, bundle_dir: Path, cache: Path | 
         raise pytest.UsageError("gate stopped: a bundle is judged, never accepted as the baseline")
     bundle = open_bundle(bundle_dir)
     target, candidate = read_toml(path), bundle.candidate_config()
+    review.check_shape(candidate, bundle.root / bundle.manifest["config"])
     approved = bool(config.getoption("--gate-approved"))
     known = set(STEPS) | set(target.get("steps", {}) if isinstance(target.get("steps"), dict) else {})
     merged, unbuildable = review.judged_config(target, candidate, approved, known)

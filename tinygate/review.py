@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from tinygate.budgets import BUDGETS
+from tinygate.errors import GateError
 
 # [regression] thresholds: which way loosens (lets a larger regression through)
 LOOSER_WHEN_HIGHER = {"size_growth_pct", "size_growth_floor_kb", "psnr_drop_db", "accuracy_drop_pct",
@@ -73,16 +75,17 @@ def _model_changes(key: str, tm: dict, cm: dict) -> list[Change]:
             found.append(Change(vk, "variant removed", True))
             continue
         if v not in tv:
-            budgets = cv[v].get("budgets", {}) if isinstance(cv[v], dict) else {}
-            held = isinstance(budgets, dict) and bool(QUALITY & set(budgets))
-            found.append(Change(vk, f"variant added, gated by the budgets it brings: {_short(budgets)}" if held else
-                                "variant added without a quality or fidelity budget", not held))
+            found.append(_added_variant(vk, cv[v].get("budgets", {}), tv))
             continue
-        if tv[v].get("steps") != cv[v].get("steps"):
-            found.append(Change(f"{vk}.steps", f"changed {_short(tv[v].get('steps'))} -> "
-                                               f"{_short(cv[v].get('steps'))}", False))
-        if tv[v].get("machine") != cv[v].get("machine"):
-            found.append(Change(f"{vk}.machine", f"changed {tv[v].get('machine')} -> {cv[v].get('machine')}", True))
+        old_steps, new_steps = tv[v].get("steps", []), cv[v].get("steps", [])
+        if old_steps != new_steps:
+            dropped = _quantizing(old_steps) if not _quantizing(new_steps) else set()  # no longer quantized
+            found.append(Change(f"{vk}.steps", f"changed {_short(old_steps)} -> {_short(new_steps)}"
+                                + (f": drops {', '.join(sorted(dropped))} and its quantization checks" if dropped
+                                   else ""), bool(dropped)))
+        for f in sorted((set(tv[v]) | set(cv[v])) - {"steps", "budgets"}):  # machine, speedup_reference, ...
+            if tv[v].get(f) != cv[v].get(f):
+                found.append(Change(f"{vk}.{f}", f"changed {tv[v].get(f)} -> {cv[v].get(f)}", True))
         tb, cb = tv[v].get("budgets", {}), cv[v].get("budgets", {})
         for b in sorted(set(tb) | set(cb)):
             bk = f"{vk}.budgets.{b}"
@@ -95,6 +98,55 @@ def _model_changes(key: str, tm: dict, cm: dict) -> list[Change]:
                 looser = _looser(tb[b], cb[b], higher_is_looser=spec.kind == "max") if spec else True
                 found.append(Change(bk, f"{'loosened' if looser else 'tightened'} {tb[b]} -> {cb[b]}", looser))
     return found
+
+
+def _added_variant(key: str, budgets: dict, target_variants: dict) -> Change:
+    """An added variant is gated by the budgets it brings if it brings a quality or fidelity budget and none looser
+    than the loosest of the same key among the model's variants on the target branch."""
+    held = sorted(QUALITY & set(budgets))
+    if not held:
+        return Change(key, "variant added without a quality or fidelity budget", True)
+    looser = []
+    for b in held:
+        existing = [t["budgets"][b] for t in target_variants.values() if b in t.get("budgets", {})]
+        loosest = (max if BUDGETS[b].kind == "max" else min)(existing) if existing else None
+        if loosest is not None and _looser(loosest, budgets[b], higher_is_looser=BUDGETS[b].kind == "max"):
+            looser.append(f"{b} {budgets[b]} (loosest on the target: {loosest})")
+    if looser:
+        return Change(key, f"variant added with budgets looser than the model's others: {', '.join(looser)}", True)
+    return Change(key, f"variant added, gated by the budgets it brings: {_short(budgets)}", False)
+
+
+def _quantizing(steps: Any) -> set[str]:
+    from tinygate.budgets import QUANTIZING_STEPS
+
+    return {s.get("step") for s in steps if isinstance(s, dict) and s.get("step") in QUANTIZING_STEPS} \
+        if isinstance(steps, list) else set()
+
+
+def check_shape(raw: Any, where: Path) -> None:
+    """The pull request's gate.toml must have the shape of a config before it is compared: tables where tables go,
+    a list of step tables, numbers or strings as budgets. One line names the first key that does not."""
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise GateError(where, key, f"the pull request's gate config: {what}")
+
+    need(isinstance(raw, dict), "", "is not a table")
+    for table in ("models", "regression", "machines", "steps"):
+        need(isinstance(raw.get(table, {}), dict), table, "must be a table")
+    for m, model in raw.get("models", {}).items():
+        need(isinstance(model, dict), f"models.{m}", "must be a table")
+        need(isinstance(model.get("variants", {}), dict), f"models.{m}.variants", "must be a table")
+        for v, variant in model.get("variants", {}).items():
+            key = f"models.{m}.variants.{v}"
+            need(isinstance(variant, dict), key, "must be a table")
+            need(isinstance(variant.get("budgets", {}), dict), f"{key}.budgets", "must be a table")
+            steps = variant.get("steps", [])
+            need(isinstance(steps, list) and all(isinstance(s, dict) and isinstance(s.get("step"), str)
+                                                 for s in steps), f"{key}.steps", "must be a list of step tables")
+            for b, value in variant.get("budgets", {}).items():
+                need(isinstance(value, int | float | str) and not isinstance(value, bool), f"{key}.budgets.{b}",
+                     "must be a number")
 
 
 def _looser(old: Any, new: Any, higher_is_looser: bool) -> bool:

@@ -142,12 +142,19 @@ def _tensors(graph):
     tensor attributes, in subgraphs (If, Loop, Scan) too: any of them may keep its data in an external file."""
     for tensor in graph.initializer:
         yield f"initializer {tensor.name}", tensor
+    for sparse in graph.sparse_initializer:  # values and indices may each live in an external file
+        yield f"sparse initializer {sparse.values.name}", sparse.values
+        yield f"sparse initializer {sparse.values.name} indices", sparse.indices
     for node in graph.node:
         for attr in node.attribute:
+            where = f"{node.op_type} node {node.name or node.output[0]!r} attribute {attr.name}"
             if attr.HasField("t"):
-                yield f"{node.op_type} node {node.name or node.output[0]!r} attribute {attr.name}", attr.t
+                yield where, attr.t
             for tensor in attr.tensors:
-                yield f"{node.op_type} node {node.name or node.output[0]!r} attribute {attr.name}", tensor
+                yield where, tensor
+            for sparse in ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors):
+                yield where, sparse.values
+                yield f"{where} indices", sparse.indices
             if attr.HasField("g"):
                 yield from _tensors(attr.g)
             for sub in attr.graphs:
