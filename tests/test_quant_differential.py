@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from hypothesis import assume, given, settings
+from hypothesis import example, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -92,6 +92,7 @@ coreml_weights = hnp.arrays(np.float32, st.tuples(st.integers(1, 6), st.integers
 
 @settings(max_examples=30)
 @given(coreml_weights, st.sampled_from(["linear", "linear_symmetric"]), st.sampled_from(["per_tensor", "per_channel"]))
+@example(w=np.zeros((2, 5), np.float32), mode="linear", granularity="per_tensor")  # coremltools stores S = 0
 def test_coreml_linear_weight_quantization_writes_what_the_oracle_computes(tmp_path_factory, w, mode, granularity):
     """coremltools.optimize.coreml writes q, S and Z in a constexpr_affine_dequantize op.
 

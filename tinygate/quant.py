@@ -97,8 +97,10 @@ def quantize(w: np.ndarray, p: QParams) -> np.ndarray:
     w = _finite(w).astype(np.float32)
     s = p._shape(w.ndim, p.scale.astype(np.float32))
     z = p._shape(w.ndim, p.zero_point)
-    with np.errstate(over="ignore", under="ignore"):  # far outside the range w / S is inf: it saturates
-        steps = np.rint(w / s).astype(np.float64)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        # far outside the range w / S is inf: it saturates; a scale of 0 (an all-zero tensor, as coremltools
+        # stores one) maps 0 to the zero point
+        steps = np.where(w == 0, 0.0, np.rint(w / s)).astype(np.float64)
     return np.clip(steps + z, p.qmin, p.qmax).astype(np.int64)
 
 
