@@ -85,22 +85,24 @@ class Interpreter:
         for name, var in self.function.inputs.items():
             env[name] = np.asarray(feeds[name]).astype(self._dtype(var))
 
-        def value(var):
-            if isinstance(var, list | tuple):
-                return [value(v) for v in var]
-            if var.name in env:
-                return env[var.name]
-            return var.val  # an inline const (scalar parameters)
-
         for op in self.function.operations:
             if op.op_type == "const" or op.op_type.startswith("constexpr_"):
                 continue
-            args = {k: value(v) for k, v in op.inputs.items()}
+            args = {k: _value(v, env) for k, v in op.inputs.items()}
             results = KERNELS[op.op_type](**args)
             results = results if isinstance(results, tuple | list) else (results,)
             for var, result in zip(op.outputs, results, strict=True):
                 env[var.name] = _stored(op.op_type, var.name, np.asarray(result), self._dtype(var))
         return {name: env[name] for name in self.output_names}
+
+
+def _value(var, env: dict[str, Any]):
+    """An op input's value: computed earlier in this call, or an inline const (scalar parameters). A function of
+    the module, not a closure over `env`: a recursive closure is a reference cycle, which would keep every call's
+    intermediate tensors alive until the garbage collector happens to run (gigabytes over an evaluation set)."""
+    if isinstance(var, list | tuple):
+        return [_value(v, env) for v in var]
+    return env[var.name] if var.name in env else var.val
 
 
 def _stored(op: str, name: str, value: np.ndarray, dtype) -> np.ndarray:
