@@ -18,6 +18,11 @@ class Dataset:
     labels: np.ndarray | None = None
     more_inputs: tuple[np.ndarray, ...] = ()  # a model with several inputs: the second, third, ... in order
 
+    def __post_init__(self) -> None:
+        for arr in (self.inputs, self.targets, self.labels, *self.more_inputs):  # its digest is kept: read-only
+            if isinstance(arr, np.ndarray):
+                arr.flags.writeable = False
+
     def __len__(self) -> int:
         return len(self.inputs)
 
@@ -27,7 +32,7 @@ class Dataset:
 
     def sample(self, i: int) -> tuple[np.ndarray, ...]:
         """Sample i of every input, each with a batch dimension of 1: what a runner takes."""
-        return tuple(np.ascontiguousarray(a[i:i + 1]) for a in self.arrays())
+        return tuple(np.array(a[i:i + 1], order="C") for a in self.arrays())  # a writable copy (torch wants one)
 
     def head(self, n: int) -> Dataset:
         """The first n samples."""
@@ -35,7 +40,15 @@ class Dataset:
         return Dataset(self.inputs[:n], targets, labels, tuple(a[:n] for a in self.more_inputs))
 
     def digest(self) -> str:
-        """A content hash: a baseline or cached evaluation is only valid for identical data."""
+        """A content hash: a baseline or cached evaluation is only valid for identical data. Computed once (the
+        arrays are read-only; hashing 150 MB of images on every lookup cost a warm run seconds)."""
+        found = self.__dict__.get("_digest")
+        if found is None:
+            found = self._hash()
+            object.__setattr__(self, "_digest", found)
+        return found
+
+    def _hash(self) -> str:
         h = hashlib.sha256()
         named = [("inputs", self.inputs), ("targets", self.targets), ("labels", self.labels)]
         for i, arr in enumerate(self.more_inputs, start=1):
