@@ -278,3 +278,15 @@ def test_reports_are_strict_json_naming_each_non_finite_figure(tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text(),
                      parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert doc["figures"]["m-v"]["sqnr_db"] is None and doc["non_finite"] == {"figures.m-v.sqnr_db": "inf"}
+
+
+def test_cache_keys_cover_the_code_they_depend_on_and_only_that():
+    """A step's or an evaluation's key hashes the tinygate modules it imports (function-level imports too), so
+    editing the reports or the plugin leaves the cache warm, and editing the MIL interpreter does not."""
+    from tinygate.cache import _imports
+
+    names = {p.name for p in _imports("tinygate.evaluate")}
+    assert {"evaluate.py", "metrics.py", "fidelity.py", "artifacts.py", "mil.py", "data.py"} <= names
+    assert not names & {"reports.py", "pytest_plugin.py", "gate.py", "cli.py", "bundle.py", "review.py"}
+    assert "onnx_steps.py" in {p.name for p in _imports("tinygate.steps.onnx_steps")}
+    assert _imports("user_module") == frozenset()

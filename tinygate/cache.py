@@ -34,9 +34,11 @@ TOOLS = ("tinygate", "torch", "onnx", "onnxruntime", "onnxscript", "coremltools"
 
 
 @functools.cache
-def tool_versions() -> dict[str, str]:
-    """Installed versions of every tool that can change an artifact or a figure; tinygate's own entry
-    also hashes its source, so a change to a step or the interpreter never reuses a stale entry."""
+def tool_versions(*uses: str) -> dict[str, str]:
+    """Installed versions of every tool that can change an artifact or a figure. tinygate's own entry also hashes
+    the source of the tinygate modules that `uses` (dotted names) import, transitively, or of the whole package if
+    none are named: a change to a step or to the interpreter never reuses a stale entry, and a change to the
+    reports or the plugin does not make every cached artifact cold."""
     out = {}
     for name in TOOLS:
         try:
@@ -44,9 +46,41 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     package = Path(__file__).parent
-    source = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(package.rglob("*.py"))))
+    files = sorted(set().union(*(_imports(m) for m in uses))) if uses else sorted(package.rglob("*.py"))
+    source = hashlib.sha256(b"".join(p.relative_to(package).as_posix().encode() + b"\0" + p.read_bytes()
+                                     for p in files))
     out["tinygate"] += f"+{source.hexdigest()[:12]}"
     return out
+
+
+@functools.cache
+def _imports(module: str) -> frozenset[Path]:
+    """The source files of a tinygate module and of every tinygate module it imports anywhere in its source
+    (function-level imports too, which tinygate uses to stay cheap to load), transitively."""
+    import ast
+
+    package = Path(__file__).parent
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name.split(".")[0] != "tinygate":  # a user's module: its own source is keyed by the caller
+            continue
+        rel = Path(*name.split(".")[1:])
+        path = package / rel / "__init__.py" if (package / rel).is_dir() else package / rel.with_suffix(".py")
+        if not path.is_file() or path in seen:
+            continue
+        seen.add(path)
+        if path.name != "__init__.py" and (path.parent / "__init__.py").is_file() and path.parent != package:
+            todo.append(".".join(["tinygate", *path.parent.relative_to(package).parts]))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("tinygate.")]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
+                    node.module.split(".")[0] == "tinygate":
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]  # `from tinygate import evaluate`
+    return frozenset(seen)
 
 
 def digest_path(path: Path) -> str:

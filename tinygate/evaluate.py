@@ -48,7 +48,7 @@ def check_inputs(model: Model, data: Dataset) -> None:
 
 def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1) -> Scores:
     backend = backend_name(art.kind)
-    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions(), task=model.task,
+    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions("tinygate.evaluate"), task=model.task,
                  backend=backend)
 
     check_inputs(model, data)
@@ -85,8 +85,9 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     import json
 
     check_inputs(model, data)
-    key = key_of(fidelity=art.digest, reference=reference.digest, data=data.digest(), tools=tool_versions(),
-                 backend=backend_name(art.kind), outputs=model.output_names, class_axis=model.class_axis)
+    key = key_of(fidelity=art.digest, reference=reference.digest, data=data.digest(),
+                 tools=tool_versions("tinygate.evaluate"), backend=backend_name(art.kind),
+                 outputs=model.output_names, class_axis=model.class_axis)
 
     def build(out: Path) -> None:
         run, run_ref = runner_all(art, threads), runner_all(reference, threads)

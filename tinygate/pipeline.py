@@ -213,7 +213,8 @@ def _logged():
 def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     """Apply one step to an artifact, or find its result in the cache."""
     spec = ctx.steps[step.name]
-    parts = dict(input=src.digest, step=step.name, params=step.params, tools=tool_versions())
+    parts = dict(input=src.digest, step=step.name, params=step.params,
+                 tools=tool_versions("tinygate.pipeline", spec.module.split(":")[0]))
     if spec.user:
         parts.update(code=spec.code_digest(ctx.model.project), function=spec.module, produces=spec.produces)
     if spec.consumes == ("torch",):
