@@ -52,6 +52,21 @@ def test_a_slower_variant_fails_its_speedup_and_a_fast_one_passes(tmp_path, run_
     assert "speedup over the reference variant" in run.line("tinybeauty-onnx_int8_dynamic: speedup")
 
 
+def test_without_a_budget_a_slower_variant_is_flagged_and_every_speedup_is_reported(tmp_path, run_gate):
+    """No min_speedup anywhere: nothing fails, but the summary leads with the variant slower than its float model,
+    and every timed variant's speedup is among the figures."""
+    (tmp_path / "gate.toml").write_text(TINYBEAUTY.replace("budgets = { min_speedup = 0.5 }", "budgets = {}")
+                                        .replace("budgets = { min_speedup = 0.9 }", "budgets = {}"))
+    run = run_gate(tmp_path / "gate.toml", "-k", "test_speedup")
+    assert run.returncode == 0, run.output
+    summary = (run.reports / "summary.md").read_text()
+    flagged = [line for line in summary.splitlines() if "is slower than tinybeauty-float" in line]
+    assert len(flagged) == 1 and flagged[0].startswith("- tinybeauty-onnx_int8_dynamic"), summary
+    assert "gate it with min_speedup" in flagged[0]
+    figures = json.loads((run.reports / "results.json").read_text())["figures"]
+    assert figures["tinybeauty-onnx_int8_dynamic"]["speedup"] < 0.9 < figures["tinybeauty-onnx"]["speedup"]
+
+
 def test_an_absolute_latency_limit_fails_on_its_machine_one_test_case_per_budget(tmp_path, run_gate):
     config = DIGITS.replace("MACHINE", "here").replace("max_p50_ms = 0.0001",
                                                        "max_p50_ms = 0.0001, max_p95_ms = 0.0001, "

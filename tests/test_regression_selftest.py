@@ -279,6 +279,32 @@ def test_an_identical_candidate_timed_against_the_baseline_passes(passes_gate):
     assert "interleaved rounds" in check["note"] and check["passed"]  # timed, not waved through by its hash
 
 
+@pytest.fixture
+def cpu_burner():
+    """A process that keeps a core busy for the whole test, as a neighbour on a shared CI machine does."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_beside_a_cpu_burning_process_no_false_alarm_and_a_25_percent_slower_model_fails(passes_gate, cpu_burner):
+    """The baseline was accepted on a quiet machine; both runs here share it with a busy loop. The unchanged
+    model passes both latency comparisons (the absolute p50 one says "machine busy" if the load shows), the model
+    with 25% more work fails the interleaved one."""
+    same = passes_gate("eight_again", "-m", "regression and latency", "-k", "vs_baseline")
+    assert same.returncode == 0, same.output[-3000:]
+    checks = json.loads((same.reports / "results.json").read_text())["checks"]
+    assert {c["check"] for c in checks} >= {"latency_ratio_vs_baseline", "latency_p50_vs_baseline"}
+    slower = passes_gate("ten", "-m", "regression and latency", "-k", "vs_baseline")
+    assert slower.returncode == 1, slower.output[-3000:]
+    assert "Wilcoxon" in slower.line("digits-float: regressed against the baseline: latency_ratio_vs_baseline")
+    assert cpu_burner.poll() is None  # it burned throughout
+
+
 def test_stored_latency_from_another_machine_is_refused(passes_gate, tmp_path):
     path = tmp_path / "reports/baseline/baseline.json"
     doc = json.loads(path.read_text())

@@ -290,3 +290,21 @@ def test_cache_keys_cover_the_code_they_depend_on_and_only_that():
     assert not names & {"reports.py", "pytest_plugin.py", "gate.py", "cli.py", "bundle.py", "review.py"}
     assert "onnx_steps.py" in {p.name for p in _imports("tinygate.steps.onnx_steps")}
     assert _imports("user_module") == frozenset()
+
+
+def test_init_proposes_min_speedup_at_three_quarters_of_what_it_measured():
+    from tinygate.init import _budgets
+
+    assert _budgets({"size_kb": 10.0, "speedup": 2.0}, {})["min_speedup"] == 1.5
+    assert "min_speedup" not in _budgets({"size_kb": 10.0}, {})  # not timed (a sub-5 ms model, Core ML off macOS)
+
+
+def test_init_times_no_speedup_for_a_model_that_runs_in_under_5_ms():
+    from bundled import REPO
+
+    from tinygate import config
+    from tinygate.init import _speedup
+
+    model = config.load(REPO / "gate.toml").models["digits"]  # a fraction of a millisecond a call
+    art = Artifact("torch", REPO / "weights" / "digits.safetensors", "d", model.factory)
+    assert _speedup(art, art, model) is None

@@ -4,7 +4,8 @@ It builds the usual variants of the model (ONNX Runtime graph optimization, fp16
 for a PyTorch model, export first and PyTorch int8), measures each on the evaluation data, and writes each
 variant's budgets as its current figures plus the margins below, so the first gate run is green and a later
 regression is not. A variant whose step fails on this model is left out, with the reason as a comment.
-Latency limits are not written: they belong to a machine (see README, "Latency").
+Absolute latency limits are not written: they belong to a machine (see README, "Latency"); min_speedup, a ratio to
+the float model timed alternately with it, is (at three quarters of today's).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygate import config, evaluate, pipeline
+from tinygate import artifacts, config, evaluate, pipeline
 from tinygate.cache import Cache
 from tinygate.errors import GateError
 
@@ -32,6 +33,7 @@ MARGINS = {  # how far each written budget sits from the figure measured today
     "abs_diff": 1.5,  # max_output_abs_diff: x1.5
     "accuracy_pts": 1.0,  # accuracy floors and drops, top-1 agreement: 1 point
     "psnr_db": 0.5,  # PSNR floors and drops: 0.5 dB
+    "speedup": 0.75,  # min_speedup: three quarters of today's speedup over the float model (timing is noisy)
 }
 
 FLOAT_NOISE = {"sqnr_db": 80.0, "cosine": 0.99999, "abs_diff": 1e-5}  # budgets never tighter than this
@@ -223,6 +225,9 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             figures["abs_diff"] = max(r.max_abs_diff for r in fid)
             if task != "fidelity":
                 figures.update(_quality(art, model, data, cache, float_art))
+            if art.kind != "mlpackage" or artifacts.coreml_backend() == artifacts.COREML_RUNTIME:
+                if (speedup := _speedup(float_art, art, model)) is not None:
+                    figures["speedup"] = speedup
             if any(math.isnan(v) for v in figures.values()):
                 raise GateError(art.path, None, "gives NaN outputs on the evaluation data")
             if broken := _broken(figures, float_quality):
@@ -231,12 +236,27 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             warning = (f"output {lossy.output!r} is at {lossy.sqnr_db:.1f} dB SQNR against the float model: this "
                        f"variant already loses much of it; look before you ship it") \
                 if lossy.sqnr_db < LOSSY_SQNR_DB else ""
+            if figures.get("speedup", 1.0) < 0.9:
+                warning += ("; " if warning else "") + (f"it runs {1 / figures['speedup']:.2f}x slower than the float "
+                                                        "model on this machine")
             out.append(Measured(vname, candidates[vname], _budgets(figures, float_quality), figures, warning=warning))
         except Exception as exc:  # the step does not suit this model: leave the variant out, saying why
             first = (str(exc).strip().splitlines() or [""])[0]
             first = re.sub(r"[^\x20-\x7e]", "", re.sub(r"\x1b\[[0-9;]*m", "", first))  # a TOML comment line
             out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}"))
     return out
+
+
+def _speedup(float_art, art, model, rounds: int = 10) -> float | None:
+    """The float model's median time over the variant's, timed alternately on the config's example inputs; None
+    for a model whose float call takes under 5 ms, where the call's overhead and a busy machine sway the ratio
+    by more than the budget's margin."""
+    from tinygate import latency
+
+    xs = pipeline.example_inputs(model)
+    ref, mine = artifacts.runner(float_art), artifacts.runner(art)
+    ref_times, times = latency.interleaved(lambda: ref(*xs), lambda: mine(*xs), rounds=rounds, warmup=2)
+    return float(np.median(ref_times) / np.median(times)) if np.median(ref_times) >= 5e-3 else None
 
 
 def _broken(f: dict[str, float], float_quality: dict[str, float]) -> str:
@@ -268,6 +288,8 @@ def _quality(art, model, data, cache, float_art=None) -> dict[str, float]:
 def _budgets(f: dict[str, float], float_quality: dict[str, float]) -> dict[str, float]:
     m = MARGINS
     b = {"max_size_kb": _up(f["size_kb"] * (1 + m["size_pct"] / 100))}
+    if "speedup" in f:
+        b["min_speedup"] = max(0.01, _down(f["speedup"] * m["speedup"]))
     if "sqnr_db" in f:
         # Capped where float rounding, which differs between CPUs and thread counts, would decide.
         b["min_output_sqnr_db"] = _down(min(f["sqnr_db"] - m["sqnr_db"], FLOAT_NOISE["sqnr_db"]))

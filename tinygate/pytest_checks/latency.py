@@ -88,9 +88,12 @@ def test_memory_growth_limit(timed_runner, variant_run, gate_verdict, pytestconf
 
 
 @pytest.mark.latency
-@pytest.mark.budget("min_speedup")
-def test_speedup(timed_runner, variant, gate, gate_threads, gate_verdict, pytestconfig):
-    """Times the reference variant and this one alternately in this process, so both see the same machine."""
+@pytest.mark.select(lambda v, m: not v.is_float)
+def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_verdict, pytestconfig):
+    """Times the variant and the model it was made from (the float variant, or `speedup_reference`) alternately in
+    this process, so both see the same machine, budget or not: the speedup is in every report, a variant clearly
+    slower than its float model is flagged in the summary, and `min_speedup` is held where it is set (with the
+    full rounds; a figure alone takes 10)."""
     run, xs = timed_runner
     reference = gate.config.models[variant.model].variants[variant.speedup_reference]
     ref_art = measured(gate.variant(reference).artifact)
@@ -101,8 +104,17 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_verdict, pytest
         ref_run = None
     if ref_run is None:
         pytest.fail(failure, pytrace=False)
+    budgeted = "min_speedup" in variant.budgets
+    rounds = pytestconfig.getoption("--gate-latency-rounds")
     ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs),
-                                           rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5)
+                                           rounds=rounds if budgeted else min(rounds, 10), warmup=5 if budgeted else 2)
     speedup = float(np.median(ref_times) / np.median(times))
-    gate_verdict("min_speedup", speedup, note=f"median {1000 * np.median(times):.3g} ms vs {reference.name} "
-                                              f"{1000 * np.median(ref_times):.3g} ms, {gate_threads} thread(s)")
+    note = (f"median {1000 * np.median(times):.3g} ms vs {reference.name} {1000 * np.median(ref_times):.3g} ms, "
+            f"{len(times)} interleaved rounds, {gate_threads} thread(s)")
+    gate_recorder.figure(variant.id, speedup=speedup, speedup_reference=reference.name)
+    slower = 1 / (1 + gate.config.regression.slowdown_pct / 100)
+    if speedup < slower and np.median(ref_times) >= 1e-3:  # under a millisecond, overhead and the timer decide
+        gate_recorder.note(f"{variant.id} is slower than {reference.id}, the model it was made from: {speedup:.2f}x "
+                           f"({note})" + ("" if budgeted else "; gate it with min_speedup"))
+    if budgeted:
+        gate_verdict("min_speedup", speedup, note=note)
