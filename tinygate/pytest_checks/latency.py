@@ -23,6 +23,21 @@ def _timing(variant_run, timed_runner, rounds: int, found: tuple | None = None) 
     return variant_run.gate.once(("timing", variant_run.variant.id), (lambda: found) if found else by_hand)
 
 
+FIGURE_SECONDS = 2.0  # how long a variant with no latency budget is timed: its p50 is a figure, not a verdict
+
+
+def _rounds(variant, run, xs, rounds: int) -> int:
+    """--gate-latency-rounds for a variant with a latency budget; else as many as fit in FIGURE_SECONDS (at least
+    10, at most that many), estimated from one call."""
+    if {"max_p50_ms", "max_p95_ms", "max_memory_growth_mb"} & set(variant.budgets):
+        return rounds
+    import time
+
+    start = time.perf_counter()
+    run(*xs)
+    return max(10, min(rounds, int(FIGURE_SECONDS / max(time.perf_counter() - start, 1e-9))))
+
+
 def _no_timing(variant_run, key: str) -> None:
     """--benchmark-disable: the user asked for no timing; a latency budget then fails, as it cannot be measured."""
     variant = variant_run.variant
@@ -51,7 +66,7 @@ def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_th
     run, xs = timed_runner
     benchmark.group = variant.model
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
-    rounds = pytestconfig.getoption("--gate-latency-rounds")
+    rounds = _rounds(variant, run, xs, pytestconfig.getoption("--gate-latency-rounds"))
     before = latency.rss_mb()
     benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=5, iterations=1)
     if benchmark.stats is None and pytestconfig.getoption("benchmark_disable"):
