@@ -23,19 +23,19 @@ def _timing(variant_run, timed_runner, rounds: int, found: tuple | None = None) 
     return variant_run.gate.once(("timing", variant_run.variant.id), (lambda: found) if found else by_hand)
 
 
-FIGURE_SECONDS = 2.0  # how long a variant with no latency budget is timed: its p50 is a figure, not a verdict
+FIGURE_SECONDS = 1.0  # how long a variant with no latency budget is timed: its p50 is a figure, not a verdict
 
 
-def _rounds(variant, run, xs, rounds: int) -> int:
+def _rounds(variant, run, xs, rounds: int, least: int = 10) -> int:
     """--gate-latency-rounds for a variant with a latency budget; else as many as fit in FIGURE_SECONDS (at least
-    10, at most that many), estimated from one call."""
+    `least`, at most that many), estimated from one call."""
     if {"max_p50_ms", "max_p95_ms", "max_memory_growth_mb"} & set(variant.budgets):
         return rounds
     import time
 
     start = time.perf_counter()
     run(*xs)
-    return max(10, min(rounds, int(FIGURE_SECONDS / max(time.perf_counter() - start, 1e-9))))
+    return max(least, min(rounds, int(FIGURE_SECONDS / max(time.perf_counter() - start, 1e-9))))
 
 
 def _no_timing(variant_run, key: str) -> None:
@@ -108,7 +108,7 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
     """Times the variant and the model it was made from (the float variant, or `speedup_reference`) alternately in
     this process, so both see the same machine, budget or not: the speedup is in every report, a variant clearly
     slower than its float model is flagged in the summary, and `min_speedup` is held where it is set (with the
-    full rounds; a figure alone takes 10)."""
+    full rounds; a figure alone takes 6 to 10)."""
     run, xs = timed_runner
     reference = gate.config.models[variant.model].variants[variant.speedup_reference]
     ref_art = measured(gate.variant(reference).artifact)
@@ -121,8 +121,10 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
         pytest.fail(failure, pytrace=False)
     budgeted = "min_speedup" in variant.budgets
     rounds = pytestconfig.getoption("--gate-latency-rounds")
-    ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs),
-                                           rounds=rounds if budgeted else min(rounds, 10), warmup=5 if budgeted else 2)
+    if not budgeted:  # a figure: as many rounds of both as fit in FIGURE_SECONDS, 6 to 10
+        rounds = _rounds(variant, lambda *a: (ref_run(*a), run(*a)), xs, min(rounds, 10), least=6)
+    ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs), rounds=rounds,
+                                           warmup=5 if budgeted else 2)
     speedup = float(np.median(ref_times) / np.median(times))
     note = (f"median {1000 * np.median(times):.3g} ms vs {reference.name} {1000 * np.median(ref_times):.3g} ms, "
             f"{len(times)} interleaved rounds, {gate_threads} thread(s)")
