@@ -73,39 +73,8 @@ def read(path: Path) -> list[dict]:
 
 
 def trend(entries: list[dict], path: Path) -> Path | None:
-    """Per model, one row of panels (size, quality, latency), one line per variant over the runs."""
+    """Per model, one row of panels (size, quality, latency), one line per variant over the runs (tinygate.plots)."""
+    from tinygate import plots
+
     runs = [e for e in entries if e.get("kind") == "run" and e.get("variants")]
-    if not runs:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = sorted({v["model"] for e in runs for v in e["variants"].values() if v.get("model")})
-    panels = ["size (KB)", "quality", "latency p50 (ms)"]
-    fig, axes = plt.subplots(len(models), 3, figsize=(15, 3.6 * len(models)), squeeze=False)
-    for row, model in zip(axes, models, strict=True):
-        for ax, panel in zip(row, panels, strict=True):
-            keys = [k for k, p in TRENDED.items() if p == panel]
-            for vid in sorted({vid for e in runs for vid, v in e["variants"].items() if v.get("model") == model}):
-                xs, ys = [], []
-                for i, e in enumerate(runs):
-                    v = e["variants"].get(vid, {})
-                    value = next((v[k] for k in keys if isinstance(v.get(k), int | float)), None)
-                    if value is not None:
-                        xs.append(i)
-                        ys.append(value)
-                if xs:
-                    ax.plot(xs, ys, marker="o", markersize=3, label=vid.split("-", 1)[1])
-            ax.set_title(f"{model}: {panel}", fontsize=10)
-            ax.set_xlabel("run")
-            baselines = [i for i, e in enumerate(runs) if e.get("baseline")]
-            for i in baselines:
-                ax.axvline(i, color="0.6", linestyle="--", linewidth=0.8)
-        row[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return plots.trend(runs, path) if runs else None

@@ -84,10 +84,6 @@ def strict_json(doc: object) -> str:
     return json.dumps(cleaned, indent=2, allow_nan=False)
 
 
-def _finite(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
-
-
 def _fmt(value: float | str | None) -> str:
     return "n/a" if value is None else value if isinstance(value, str) else f"{value:.4g}"
 
@@ -155,47 +151,43 @@ def markdown(rec: Recorder, exitstatus: int, outcomes: dict[str, int] | None = N
     lines += ["## Every check", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(rec)]
     if rec.figures:
-        keys = sorted({k for f in rec.figures.values() for k in f})
+        rows = {vid: _figure_cells(fig) for vid, fig in sorted(rec.figures.items())}
+        keys = [k for k in FIGURE_ORDER if any(k in r for r in rows.values())]
+        keys += sorted({k for r in rows.values() for k in r} - set(keys))
         lines += ["", "## Figures per variant", "", "| variant | " + " | ".join(keys) + " |",
                   "|---|" + "---|" * len(keys)]
-        for vid, fig in sorted(rec.figures.items()):
-            cells = [_fmt(v) if isinstance(v, float | int) else str(v) for v in (fig.get(k, "") for k in keys)]
-            lines.append(f"| {vid} | " + " | ".join(cells) + " |")
+        for vid, cells in rows.items():
+            lines.append(f"| {vid} | " + " | ".join(cells.get(k, "") for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
+FIGURE_ORDER = ("size_kb", "transfer_kb", "psnr_db", "ssim", "accuracy_pct", "worst_output_sqnr_db", "speedup",
+                "p50_ms", "p95_ms", "measured_on")
+
+
+def _figure_cells(fig: dict) -> dict[str, str]:
+    """A variant's figures as table cells: numbers and names only (the variant column already names the model
+    and the variant); the per-output fidelity table shrinks to its worst output's SQNR."""
+    cells = {k: _fmt(v) if isinstance(v, float | int) else str(v) for k, v in fig.items()
+             if k not in ("model", "variant", "threads") and isinstance(v, float | int | str)}
+    sqnr = [f["sqnr_db"] for f in fig.get("fidelity", {}).values() if isinstance(f, dict) and "sqnr_db" in f]
+    if sqnr:
+        cells["worst_output_sqnr_db"] = _fmt(min(sqnr))
+    return cells
+
+
 def plot(rec: Recorder, path: Path) -> Path:
-    """Size (KB) against quality for every variant, one panel per model."""
-    import matplotlib
+    """Size against quality for every variant, one panel per model (tinygate.plots.results)."""
+    from tinygate import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_model: dict[str, list[tuple[str, dict]]] = {}
-    for fig in (f for _, f in sorted(rec.figures.items())):
-        if "size_kb" in fig:
-            by_model.setdefault(str(fig["model"]), []).append((str(fig["variant"]), fig))
-    fig_, axes = plt.subplots(1, max(1, len(by_model)), figsize=(6 * max(1, len(by_model)), 4.5), squeeze=False)
-    for ax, (model, variants) in zip(axes[0], sorted(by_model.items()), strict=False):
-        metric = "psnr_db" if any("psnr_db" in f for _, f in variants) else "accuracy_pct"
-        measured = [(n, f) for n, f in variants if _finite(f.get(metric)) is not None]
-        labels: dict[tuple[float, float], list[str]] = {}  # variants on the same spot share one label
-        for name, f in measured:
-            ax.scatter(f["size_kb"], f[metric], s=40)
-            labels.setdefault((round(f["size_kb"], 0), round(f[metric], 2)), []).append(name)
-        for (x, y), names in labels.items():
-            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        bottom = ax.get_ylim()[0]
-        for name, f in variants:  # no number on this machine (Core ML off macOS): mark its size only
-            if _finite(f.get(metric)) is None:
-                ax.axvline(f["size_kb"], color="0.75", linestyle=":")
-                ax.annotate(f"{name}: size only", (f["size_kb"], bottom), rotation=90, fontsize=7, color="0.4",
-                            textcoords="offset points", xytext=(2, 4))
-        ax.set_xlabel("size on disk (KB)")
-        ax.set_ylabel("mean PSNR (dB)" if metric == "psnr_db" else "accuracy (%)")
-        ax.set_title(model)
-        ax.grid(alpha=0.3)
-    fig_.tight_layout()
-    fig_.savefig(path, dpi=110)
-    plt.close(fig_)
-    return path
+    budgets: dict[str, dict[str, float]] = {}
+    for c in rec.checks:
+        if isinstance(c.budget, int | float) and not isinstance(c.budget, bool):
+            budgets.setdefault(c.id, {})[c.check] = float(c.budget)
+    tasks = {}
+    for fig in rec.figures.values():
+        model = fig.get("model")
+        task = "image" if "psnr_db" in fig else "classifier" if "accuracy_pct" in fig else None
+        if model is not None and (task or model not in tasks):
+            tasks[str(model)] = task or tasks.get(str(model)) or "fidelity"
+    return plots.results(rec.figures, budgets, tasks, path)
