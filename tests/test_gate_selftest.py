@@ -49,6 +49,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_unchanged_bundled_weights_pass(tmp_path, run_gate):
     run = run_gate(write(tmp_path, digits(size_kb=40)))
     assert run.returncode == 0, run.output
+    assert run.lines("tinygate: digits-") and "building, step" in run.output  # a cold run says what it does
+    assert "evaluating on 500 inputs" in run.output
     doc = json.loads((run.reports / "results.json").read_text())
     assert doc["checks"] and all(c["passed"] for c in doc["checks"])
 

@@ -6,6 +6,7 @@ weights, data or tools always re-evaluate, and an unchanged run reads its scores
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def check_inputs(model: Model, data: Dataset) -> None:
                             + (f" (input {name!r})" if len(model.inputs) > 1 else ""))
 
 
-def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1) -> Scores:
+def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1,
+          progress: Callable[[str], None] | None = None) -> Scores:
     backend = backend_name(art.kind)
     key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions("tinygate.evaluate"), task=model.task,
                  backend=backend)
@@ -54,6 +56,8 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
     check_inputs(model, data)
 
     def build(out: Path) -> None:
+        if progress is not None:
+            progress(f"evaluating on {len(data)} inputs ({backend})")
         outputs = outputs_of(art, data, threads)
         bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
         if bad.any():
@@ -80,7 +84,7 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
 
 
 def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, cache: Cache,
-             threads: int = 1) -> list[fidelity_.OutputFidelity]:
+             threads: int = 1, progress: Callable[[str], None] | None = None) -> list[fidelity_.OutputFidelity]:
     """Per-output fidelity of an artifact to the float model on the evaluation inputs, cached by both hashes."""
     import json
 
@@ -90,6 +94,8 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
                  outputs=model.output_names, class_axis=model.class_axis)
 
     def build(out: Path) -> None:
+        if progress is not None:
+            progress(f"comparing with the float model on {len(data)} inputs ({backend_name(art.kind)})")
         run, run_ref = runner_all(art, threads), runner_all(reference, threads)
         acc = [fidelity_.Accumulator(name, model.class_axis) for name in model.output_names]
         for i in range(len(data)):

@@ -42,6 +42,7 @@ class Gate:
         self.bundle = bundle  # judging a pull request's bundle: its artifacts are measured, nothing is built
         self.review: list = []  # judging: how the pull request's config differs (tinygate.review.Change)
         self.approved = False  # judging: a person approved those changes
+        self.progress: Callable[[str], None] | None = None  # told of each build and evaluation as it starts
         self.cache = Cache(Path(cache_dir) if cache_dir else self.config.path.parent / ".tinygate-cache")
         self.threads = threads
         self.recorder = recorder or Recorder()
@@ -80,7 +81,8 @@ class Gate:
     def apply(self, src: Artifact, step: Step, variant: Variant) -> Artifact:
         """One step through the cache, once per Gate; a step that crashes becomes one line naming it."""
         def build() -> Artifact:
-            ctx = pipeline.Context(self.config.models[variant.model], self.cache, self.config.steps)
+            say = self.progress and (lambda message: self.progress(f"{variant.id}: building, {message}"))
+            ctx = pipeline.Context(self.config.models[variant.model], self.cache, self.config.steps, say)
             try:
                 return pipeline.apply_step(src, step, ctx)
             except GateError:
@@ -161,7 +163,8 @@ class VariantRun:
 
     def _scores(self, art: Artifact) -> evaluate.Scores:
         def compute():
-            return evaluate.score(art, self.model, self.evaluation(), self.gate.cache, self.gate.threads)
+            return evaluate.score(art, self.model, self.evaluation(), self.gate.cache, self.gate.threads,
+                                  self._say(art))
         return self.gate.once(("scores", art.digest, self.model.name), compute)
 
     def scores(self) -> evaluate.Scores:
@@ -172,6 +175,14 @@ class VariantRun:
         rec.samples.setdefault(self.variant.id, {}).update({k: v.tolist() for k, v in result.values.items()})
         return result
 
+    def _say(self, art: Artifact) -> Callable[[str], None] | None:
+        """The Gate's progress callback, each message naming what it is about: this variant or its float model."""
+        if self.gate.progress is None:
+            return None
+        name = self.variant.id if art.digest != self.float_artifact().digest or self.variant.is_float else \
+            f"{self.model.name} float model"
+        return lambda message: self.gate.progress(f"{name}: {message}")
+
     def float_scores(self) -> evaluate.Scores:
         return self._scores(self.float_artifact())
 
@@ -180,7 +191,8 @@ class VariantRun:
         art, ref = self.artifact(), self.float_artifact()
 
         def compute():
-            return evaluate.fidelity(art, ref, self.model, self.evaluation(), self.gate.cache, self.gate.threads)
+            return evaluate.fidelity(art, ref, self.model, self.evaluation(), self.gate.cache, self.gate.threads,
+                                     self._say(art))
         result = self.gate.once(("fidelity", art.digest, ref.digest, self.model.name), compute)
         rec = self.gate.recorder
         rec.figure(self.variant.id, fidelity={r.output: r.figures() for r in result},

@@ -8,6 +8,7 @@ import json
 import sys
 import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -78,6 +79,7 @@ class Context:
     model: Model
     cache: Cache
     steps: dict[str, StepSpec] = field(default_factory=lambda: dict(STEPS))
+    progress: Callable[[str], None] | None = None  # told what is built (not what the cache already holds)
 
     def example_inputs(self) -> tuple[np.ndarray, ...]:
         """Fixed, seeded inputs of the configured shapes, one per model input, for tracing, export and timing."""
@@ -226,6 +228,8 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     def build(out: Path) -> None:
         # Converters warn freely (tracer notes, untested versions); keep their words with the artifact
         # instead of letting pytest's filterwarnings=error turn them into step failures.
+        if ctx.progress is not None:
+            ctx.progress(f"step {step.name}")
         with warnings.catch_warnings(record=True) as caught, _logged() as logged:
             warnings.simplefilter("always")
             path = spec.build_fn()(src, step.params, ctx, out)

@@ -125,10 +125,27 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
         raise pytest.UsageError('gate stopped: --gate-accept-baseline needs --reason "why this is the new baseline"')
     gate.recorder.accepting = bool(config.getoption("--gate-accept-baseline"))
+    gate.progress = _progress(config)
     config.stash[GATE] = gate
     config.pluginmanager.register(_step_fixtures(gate.config.steps), "tinygate-steps")
     if config.getoption("benchmark_storage", None) == "file://./.benchmarks":  # pytest-benchmark's default
         config.option.benchmark_storage = f"file://{reports_root(config) / 'benchmarks'}"
+
+
+def _progress(config: pytest.Config) -> Callable[[str], None]:
+    """A cold build or a long evaluation says what it is doing, on its own line (pytest's dots say how far)."""
+    import contextlib
+
+    def say(message: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or hasattr(config, "workerinput"):
+            return
+        capture = config.pluginmanager.get_plugin("capturemanager")  # a test's output is captured: not this
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                reporter.write_line("")  # after pytest's progress dots
+            reporter.write_line(f"tinygate: {message} ...", cyan=True)
+    return say
 
 
 def _judging(config: pytest.Config, path: Path, bundle_dir: Path, cache: Path | None):
