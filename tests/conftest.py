@@ -39,16 +39,23 @@ class GateRun:
         return found[0]
 
 
+def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = None,
+                 env: dict | None = None) -> GateRun:
+    """`pytest model_tests` on a config in a fresh process, with reports (and, unless given, the cache) in
+    tmp_path."""
+    reports = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
+           "--no-gate-strict",
+           f"--gate-config={config}", f"--gate-cache-dir={cache or tmp_path / 'cache'}",
+           f"--gate-reports-dir={reports}", *args]
+    outer = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**outer, **(env or {})})
+    return GateRun(proc.returncode, proc.stdout + proc.stderr, reports / "latest")
+
+
 @pytest.fixture
 def run_gate(tmp_path: Path):
     """Run `pytest model_tests` on a given gate config in a fresh process, with its own reports folder."""
     def run(config: Path, *args: str, cache: Path | None = None, env: dict | None = None) -> GateRun:
-        reports = tmp_path / "reports"
-        cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
-               "--no-gate-strict",
-               f"--gate-config={config}", f"--gate-cache-dir={cache or tmp_path / 'cache'}",
-               f"--gate-reports-dir={reports}", *args]
-        outer = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**outer, **(env or {})})
-        return GateRun(proc.returncode, proc.stdout + proc.stderr, reports / "latest")
+        return gate_process(tmp_path, config, *args, cache=cache, env=env)
     return run

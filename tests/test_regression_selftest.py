@@ -5,6 +5,7 @@ a candidate compared with an accepted baseline of the bundled digits model, and 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,25 @@ def gate(tmp_path, run_gate):
     return run
 
 
-@pytest.fixture
-def accepted(gate, tmp_path) -> Path:
-    run = gate("--gate-accept-baseline", "--reason", "release 1.0")
+@pytest.fixture(scope="module")
+def accepted_once(tmp_path_factory) -> Path:
+    """The digits config accepted as the baseline once per module (and worker): its reports and cache."""
+    from conftest import gate_process
+
+    root = tmp_path_factory.mktemp("accepted")
+    (root / "gate.toml").write_text(model_table("digits", calibration=True) + VARIANTS)
+    run = gate_process(root, root / "gate.toml", "--gate-accept-baseline", "--reason", "release 1.0",
+                       "-p", "no:logging")
     assert run.returncode == 0, run.output[-3000:]
     assert "baseline accepted" in run.output
+    return root
+
+
+@pytest.fixture
+def accepted(accepted_once, tmp_path) -> Path:
+    """A copy of the accepted baseline (and the cache the accepting run filled) in this test's folder."""
+    for part in ("reports", "cache"):
+        shutil.copytree(accepted_once / part, tmp_path / part, symlinks=True)
     return tmp_path / "reports" / "baseline"
 
 
