@@ -308,3 +308,13 @@ def test_init_times_no_speedup_for_a_model_that_runs_in_under_5_ms():
     model = config.load(REPO / "gate.toml").models["digits"]  # a fraction of a millisecond a call
     art = Artifact("torch", REPO / "weights" / "digits.safetensors", "d", model.factory)
     assert _speedup(art, art, model) is None
+
+
+def test_a_factory_or_step_built_on_tinygate_code_is_keyed_by_that_code_too(tmp_path):
+    from tinygate.cache import tinygate_sources
+
+    mine = tmp_path / "my_model.py"
+    mine.write_text("import torch\n\ndef build():\n    from tinygate.zoo.digits import build as digits\n"
+                    "    return digits()\n")
+    assert "digits.py" in {p.name for p in tinygate_sources([mine])}
+    assert tinygate_sources([tmp_path / "missing.py"]) == []

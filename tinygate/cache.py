@@ -53,6 +53,27 @@ def tool_versions(*uses: str) -> dict[str, str]:
     return out
 
 
+def tinygate_sources(files: list[Path]) -> list[Path]:
+    """The tinygate modules that these (user) source files import, transitively: a factory built on
+    tinygate.zoo, or a step wrapping a built-in, is keyed by that code too."""
+    import ast
+
+    found: set[Path] = set()
+    for f in files:
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module, *(f"{node.module}.{a.name}" for a in node.names)] \
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            for name in names:
+                if name.split(".")[0] == "tinygate":
+                    found |= _imports(name)
+    return sorted(found)
+
+
 @functools.cache
 def _imports(module: str) -> frozenset[Path]:
     """The source files of a tinygate module and of every tinygate module it imports anywhere in its source

@@ -19,9 +19,17 @@ class Dataset:
     more_inputs: tuple[np.ndarray, ...] = ()  # a model with several inputs: the second, third, ... in order
 
     def __post_init__(self) -> None:
-        for arr in (self.inputs, self.targets, self.labels, *self.more_inputs):  # its digest is kept: read-only
-            if isinstance(arr, np.ndarray):
-                arr.flags.writeable = False
+        """Its digest is kept, so its arrays are read-only: read-only copies of what it was given (a data source's
+        own array stays the source's to change); views of an already read-only Dataset (head) are not copied."""
+        def frozen(arr):
+            if not isinstance(arr, np.ndarray) or not arr.flags.writeable:
+                return arr
+            arr = arr.copy()
+            arr.flags.writeable = False
+            return arr
+        for name in ("inputs", "targets", "labels"):
+            object.__setattr__(self, name, frozen(getattr(self, name)))
+        object.__setattr__(self, "more_inputs", tuple(frozen(a) for a in self.more_inputs))
 
     def __len__(self) -> int:
         return len(self.inputs)

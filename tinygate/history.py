@@ -76,5 +76,6 @@ def trend(entries: list[dict], path: Path) -> Path | None:
     """Per model, one row of panels (size, quality, latency), one line per variant over the runs (tinygate.plots)."""
     from tinygate import plots
 
-    runs = [e for e in entries if e.get("kind") == "run" and e.get("variants")]
+    runs = [e for e in entries if e.get("kind") == "run"
+            and any(v.get("model") for v in (e.get("variants") or {}).values())]
     return plots.trend(runs, path) if runs else None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygate.artifacts import Artifact
-from tinygate.cache import Cache, digest_path, key_of, tool_versions
+from tinygate.cache import Cache, digest_path, key_of, tinygate_sources, tool_versions
 from tinygate.config import DataSpec, Model, Step
 from tinygate.data import Dataset
 from tinygate.errors import GateError
@@ -119,6 +119,7 @@ def float_artifact(model: Model) -> Artifact:
     else:
         module = importlib.import_module(model.factory.split(":")[0])
         files += [Path(module.__file__), *user_modules(module, model.project)]
+        files += [f for f in tinygate_sources(files) if f not in files]  # tinygate code the factory builds on
     stamps = tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return Artifact(model.source_kind, model.weights, _digest(stamps, model.factory), model.factory)
 
@@ -215,8 +216,9 @@ def _logged():
 def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     """Apply one step to an artifact, or find its result in the cache."""
     spec = ctx.steps[step.name]
-    parts = dict(input=src.digest, step=step.name, params=step.params,
-                 tools=tool_versions("tinygate.pipeline", spec.module.split(":")[0]))
+    # a user's step may wrap any of tinygate: its key holds all of tinygate's source; a built-in's, its modules'
+    tools = tool_versions() if spec.user else tool_versions("tinygate.pipeline", spec.module.split(":")[0])
+    parts = dict(input=src.digest, step=step.name, params=step.params, tools=tools)
     if spec.user:
         parts.update(code=spec.code_digest(ctx.model.project), function=spec.module, produces=spec.produces)
     if spec.consumes == ("torch",):

@@ -49,6 +49,8 @@ def quality_of(fig: dict, task: str) -> float | None:
 
 def _legend(figure, handles: dict, colours: dict, columns: int) -> None:
     """One legend for the whole picture, below it: the variants in colour order (float first), then the rest."""
+    if not handles:
+        return
     order = {name: i for i, name in enumerate(colours)}
     labels = sorted(handles, key=lambda k: (order.get(k.split(" (")[0], len(order)), k))
     figure.legend([handles[k] for k in labels], labels, loc="outside lower center", ncol=min(columns, len(labels)),
