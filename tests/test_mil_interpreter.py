@@ -256,3 +256,22 @@ def test_interpreter_matches_the_core_ml_runtime(name, precision, tmp_path):
     mine = interpreter({"x": x})[interpreter.output_names[0]].astype(np.float64)
     spread = float(expected.max() - expected.min()) or 1.0
     assert np.abs(mine - expected).max() / spread <= (FP32_TOLERANCE if precision == "fp32" else FP16_TOLERANCE)
+
+
+def test_an_inference_past_the_time_limit_is_stopped_in_one_line(tmp_path):
+    """A hostile package must not stall a gate (or a judge): the interpreter stops between ops once a call runs
+    past --gate-max-call-seconds, naming the package and the op."""
+    from tinygate.errors import GateError
+    from tinygate.safety import max_call_seconds, set_max_call_seconds
+
+    body, shape = ZOO["conv_relu_maxpool"]
+    path, x, _ = convert(_seeded(body), shape, tmp_path, "fp32")
+    interpreter = Interpreter(path)
+    before = max_call_seconds()
+    set_max_call_seconds(1e-9)
+    try:
+        with pytest.raises(GateError, match=r"ran past 1e-09 s and was stopped \(--gate-max-call-seconds\)") as exc:
+            interpreter({interpreter.input_names[0]: x})
+    finally:
+        set_max_call_seconds(before)
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)

@@ -61,6 +61,7 @@ class Interpreter:
         from tinygate.quant_artifacts import load_mil_program
 
         self._types = types
+        self.path = path
         self.function = load_mil_program(path).functions["main"]
         unsupported = sorted({op.op_type for op in self.function.operations if op.op_type not in KERNELS
                               and op.op_type != "const" and not op.op_type.startswith("constexpr_")})
@@ -81,6 +82,14 @@ class Interpreter:
         return np.dtype(self._types.nptype_from_builtin(var.dtype))
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference; stopped between ops once it runs past the gate's time limit (--gate-max-call-seconds),
+        so that a hostile package cannot stall a run."""
+        import time
+
+        from tinygate.errors import GateError
+        from tinygate.safety import max_call_seconds
+
+        limit, start = max_call_seconds(), time.monotonic()
         env: dict[str, Any] = dict(self._consts)
         for name, var in self.function.inputs.items():
             env[name] = np.asarray(feeds[name]).astype(self._dtype(var))
@@ -88,6 +97,9 @@ class Interpreter:
         for op in self.function.operations:
             if op.op_type == "const" or op.op_type.startswith("constexpr_"):
                 continue
+            if time.monotonic() - start > limit:
+                raise GateError(self.path, op.op_type, f"one inference ran past {limit:g} s and was stopped "
+                                                       "(--gate-max-call-seconds)")
             args = {k: _value(v, env) for k, v in op.inputs.items()}
             results = KERNELS[op.op_type](**args)
             results = results if isinstance(results, tuple | list) else (results,)
