@@ -178,3 +178,31 @@ def test_init_refuses_a_state_dict_without_a_factory_in_one_line(unseen):
 def test_init_refuses_a_name_already_in_the_config(unseen, config):
     run = _init(unseen, "smoother/smoother.onnx", "--data", "smoother_eval.npz")
     assert run.returncode == 2 and "models.smoother: already exists" in run.stderr, run.stderr
+
+
+def test_a_model_that_is_already_int8_is_said_so_not_quantized_again(tmp_path):
+    """A QDQ model (int8 weights behind DequantizeLinear) given to init: the int8 and fp16 variants are left out
+    with one line saying it is already quantized (fp16 would make its scales fp16, an invalid model); the graph
+    optimization is measured and written."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = rng.integers(-127, 128, (8, 3)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"]),
+         helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "already_int8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.float32(0.01), "w_scale"),
+         numpy_helper.from_array(np.int8(0), "w_zero")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "q.onnx")
+    np.savez(tmp_path / "eval.npz", inputs=rng.random((32, 8), dtype=np.float32))
+    np.savez(tmp_path / "calib.npz", inputs=rng.random((8, 8), dtype=np.float32))
+    done = _init(tmp_path, "q.onnx", "--data", "eval.npz", "--calibration", "calib.npz")
+    assert done.returncode == 0, done.stdout + done.stderr
+    left_out = [line for line in done.stdout.splitlines() if "left out" in line]
+    assert {line.split()[2] for line in left_out} == {"fp16", "int8_dynamic", "int8_static"}, done.stdout
+    assert all("is already quantized (DequantizeLinear nodes)" in line for line in left_out), left_out
+    assert "[models.q.variants.optimized]" in done.stdout

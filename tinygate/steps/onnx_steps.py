@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from tinygate.artifacts import Artifact, load_torch
+from tinygate.errors import GateError
 
 
 def export(src: Artifact, params: dict, ctx, out: Path) -> Path:
@@ -79,6 +80,7 @@ def fp16(src: Artifact, params: dict, ctx, out: Path) -> Path:
 
     from tinygate.steps import check_fp16_range
 
+    refuse_quantized(src, "ort_fp16")
     source = onnx.load(str(src.path))
     check_fp16_range({t.name: numpy_helper.to_array(t) for t in source.graph.initializer if t.data_type == 1},
                      "ort_fp16")
@@ -89,10 +91,30 @@ def fp16(src: Artifact, params: dict, ctx, out: Path) -> Path:
     return path
 
 
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm"}
+
+
+def refuse_quantized(src: Artifact, step: str) -> None:
+    """A model that is already int8 is not quantized again (the result would be the same model, or a double
+    rounding), nor converted to fp16 (its scales would become fp16, which the runtime refuses): say so, in one
+    line, naming what makes it int8."""
+    import onnx
+
+    graph = onnx.load(str(src.path), load_external_data=False).graph
+    found = sorted({n.op_type for n in graph.node if n.op_type in QUANTIZED_OPS})
+    int8 = [t.name for t in graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
+    if found or int8:
+        what = f"{', '.join(found)} nodes" if found else f"int8 initializers ({', '.join(int8[:3])})"
+        raise GateError(src.path, None, f"is already quantized ({what}): {step} takes a float model; gate this "
+                                        "one as it is (a variant without this step)")
+
+
 def int8_dynamic(src: Artifact, params: dict, ctx, out: Path) -> Path:
     """Dynamic int8: weights quantized ahead of time, activations at run time (the seeds' 42 MB case)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    refuse_quantized(src, "ort_int8_dynamic")
     path = out / "model.onnx"
     quantize_dynamic(src.path, path, weight_type=QuantType.QInt8,
                      per_channel=params["per_channel"], reduce_range=params["reduce_range"])
@@ -120,6 +142,7 @@ def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
+    refuse_quantized(src, "ort_int8_static")
     prepared = out / "prepared.onnx"
     quant_pre_process(str(src.path), str(prepared))
     path = out / "model.onnx"
