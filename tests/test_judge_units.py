@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from bundled import model_table
 
 from tinygate import bundle, review
 from tinygate.artifacts import load_torch
+from tinygate.cache import digest_path
 from tinygate.config import load as load_config
 from tinygate.errors import GateError
 from tinygate.gate import Gate
@@ -207,7 +209,7 @@ def _swap_for_symlink(path: Path) -> None:
     (lambda r: _write(r, {**_manifest(r), "files": {**_manifest(r)["files"], "../../x": "0" * 64}}),
      "relative path inside the bundle"),
     (lambda r: ((r / "conftest.py").write_text("x"),
-                _write(r, {**_manifest(r), "files": {**_manifest(r)["files"], "conftest.py": bundle._sha256(
+                _write(r, {**_manifest(r), "files": {**_manifest(r)["files"], "conftest.py": digest_path(
                     r / "conftest.py")}})), "is neither an artifact's file"),
     (lambda r: _write(r, {**_manifest(r), "artifacts": {
         k: {**v, "engine": "evil"} for k, v in _manifest(r)["artifacts"].items()}}), "engine"),
@@ -230,7 +232,7 @@ def test_build_refuses_a_folder_that_is_not_empty(tmp_path, built):
 def _rehash(root: Path) -> None:
     """What a hostile build does after altering its bundle: list the new hashes."""
     m = _manifest(root)
-    m["files"] = {rel: bundle._sha256(root / rel) for rel in m["files"]}
+    m["files"] = {rel: digest_path(root / rel) for rel in m["files"]}
     _write(root, m)
 
 
@@ -260,3 +262,23 @@ def test_the_bundles_torchscript_is_never_loaded_the_judge_rebuilds_it(copy, tmp
     chain = gate.variant("digits-torch_int8").chain()
     assert chain[-1].kind == "torchscript" and copy not in chain[-1].path.parents
     assert chain[0].path.parent.parent.parent == copy  # the weights are the bundle's
+
+
+def test_float_outputs_the_judge_cannot_reproduce_fail_the_export_check(copy, tmp_path):
+    """The pull request's code computed other float outputs than the target's factory does on the bundle's
+    weights (its model code changed): test_bundle_float_matches_build fails, naming the output."""
+    outputs = next(copy.glob("float_outputs/*.npz"))
+    with np.load(outputs) as z:
+        logits = z["logits"] * 1.5
+    np.savez(outputs, logits=logits)
+    _rehash(copy)
+    target = tmp_path / "target"
+    (target / "model_tests").mkdir(parents=True)
+    (target / "model_tests" / "test_gate.py").write_text("from tinygate.pytest_checks import *  # noqa: F403\n")
+    (target / "gate.toml").write_text((copy / "candidate.toml").read_text())
+    done = subprocess.run([sys.executable, "-m", "tinygate", "judge", str(copy), "--config", str(target / "gate.toml"),
+                           "-m", "judge", "--gate-reports-dir", str(tmp_path / "reports")], cwd=target,
+                          capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "does not compute what the pull request's build computed" in done.stdout
+    assert "output 'logits':" in done.stdout

@@ -12,7 +12,6 @@ write files), so a TorchScript step is rebuilt by the judge from its PyTorch inp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tinygate.artifacts import Artifact
-from tinygate.cache import key_of
+from tinygate.cache import digest_path, key_of
 from tinygate.errors import GateError
 
 FORMAT = 1
@@ -36,7 +35,7 @@ MAX_MANIFEST_BYTES = 16 << 20
 def build(gate, out: Path, log: Callable[[str], None] = print) -> dict:
     """Export every variant of the gate's config into the empty folder `out`; the manifest written."""
     from tinygate import __version__
-    from tinygate.artifacts import runner_all
+    from tinygate.evaluate import outputs_all
 
     out = Path(out)
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
@@ -63,15 +62,13 @@ def build(gate, out: Path, log: Callable[[str], None] = print) -> dict:
         manifest["models"][v.model] = names[0]
         log(f"  {v.id}: {' -> '.join(names)}")
         if v.model not in manifest["float_outputs"]:
-            data = gate.variant(v).evaluation()
-            run = runner_all(chain[0], gate.threads)
-            outs = [run(*data.sample(i)) for i in range(len(data))]
+            outs = outputs_all(chain[0], gate.variant(v).evaluation(), gate.threads)
             path = out / "float_outputs" / f"{len(manifest['float_outputs']):03d}.npz"
             path.parent.mkdir(exist_ok=True)
-            np.savez(path, **{name: np.concatenate([o[k] for o in outs]) for k, name in enumerate(model.output_names)})
+            np.savez(path, **dict(zip(model.output_names, outs, strict=True)))
             manifest["float_outputs"][v.model] = path.relative_to(out).as_posix()
     shutil.copyfile(gate.config.path, out / CANDIDATE)
-    manifest["files"] = {p.relative_to(out).as_posix(): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    manifest["files"] = {p.relative_to(out).as_posix(): digest_path(p) for p in sorted(out.rglob("*")) if p.is_file()}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     return manifest
 
@@ -88,14 +85,6 @@ def _export(art: Artifact, dest: Path) -> dict:
             shutil.copyfile(f, target)
     meta = dict(art.meta)
     return {"kind": art.kind, "path": art.path.name, **({"engine": meta["engine"]} if "engine" in meta else {})}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Bundle:
@@ -198,7 +187,7 @@ def open_bundle(path: Path) -> Bundle:
         if rel not in present:
             raise GateError(where, f"files.{rel}", "is listed but missing from the bundle")
         check_size(p)
-        if _sha256(p) != digest:
+        if digest_path(p) != digest:
             raise GateError(p, None, f"does not match its sha256 in {MANIFEST}: the bundle was altered")
     for name, entry in manifest["artifacts"].items():
         main = f"artifacts/{name}/{entry['path']}"

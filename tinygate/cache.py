@@ -56,30 +56,31 @@ def tool_versions(*uses: str) -> dict[str, str]:
 def tinygate_sources(files: list[Path]) -> list[Path]:
     """The tinygate modules that these (user) source files import, transitively: a factory built on
     tinygate.zoo, or a step wrapping a built-in, is keyed by that code too."""
+    return sorted(set().union(*(_imports(name) for f in files for name in _tinygate_imports(Path(f)))))
+
+
+def _tinygate_imports(path: Path) -> list[str]:
+    """The dotted tinygate names a source file imports anywhere in it (function-level imports too); none for a
+    file that cannot be read or parsed."""
     import ast
 
-    found: set[Path] = set()
-    for f in files:
-        try:
-            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
-        except (OSError, SyntaxError, UnicodeDecodeError):
-            continue
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module, *(f"{node.module}.{a.name}" for a in node.names)] \
-                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
-            for name in names:
-                if name.split(".")[0] == "tinygate":
-                    found |= _imports(name)
-    return sorted(found)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]  # `from tinygate import x`
+    return [n for n in names if n.split(".")[0] == "tinygate"]
 
 
 @functools.cache
 def _imports(module: str) -> frozenset[Path]:
     """The source files of a tinygate module and of every tinygate module it imports anywhere in its source
     (function-level imports too, which tinygate uses to stay cheap to load), transitively."""
-    import ast
-
     package = Path(__file__).parent
     seen: set[Path] = set()
     todo = [module]
@@ -94,13 +95,7 @@ def _imports(module: str) -> frozenset[Path]:
         seen.add(path)
         if path.name != "__init__.py" and (path.parent / "__init__.py").is_file() and path.parent != package:
             todo.append(".".join(["tinygate", *path.parent.relative_to(package).parts]))
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.startswith("tinygate.")]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
-                    node.module.split(".")[0] == "tinygate":
-                todo.append(node.module)
-                todo += [f"{node.module}.{a.name}" for a in node.names]  # `from tinygate import evaluate`
+        todo += _tinygate_imports(path)
     return frozenset(seen)
 
 

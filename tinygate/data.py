@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +51,10 @@ class Dataset:
     def digest(self) -> str:
         """A content hash: a baseline or cached evaluation is only valid for identical data. Computed once (the
         arrays are read-only; hashing 150 MB of images on every lookup cost a warm run seconds)."""
-        found = self.__dict__.get("_digest")
-        if found is None:
-            found = self._hash()
-            object.__setattr__(self, "_digest", found)
-        return found
+        return self._content_hash
 
-    def _hash(self) -> str:
+    @cached_property
+    def _content_hash(self) -> str:
         h = hashlib.sha256()
         named = [("inputs", self.inputs), ("targets", self.targets), ("labels", self.labels)]
         for i, arr in enumerate(self.more_inputs, start=1):

@@ -33,8 +33,16 @@ class Scores:
 
 
 def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
+    """The artifact's first output on every sample, concatenated along the batch."""
     run = runner(art, threads)
     return np.concatenate([run(*data.sample(i)) for i in range(len(data))])
+
+
+def outputs_all(art: Artifact, data: Dataset, threads: int) -> list[np.ndarray]:
+    """Every output of the artifact on every sample, each concatenated along the batch, in output order."""
+    run = runner_all(art, threads)
+    per_sample = [run(*data.sample(i)) for i in range(len(data))]
+    return [np.concatenate(outs) for outs in zip(*per_sample, strict=True)]
 
 
 def check_inputs(model: Model, data: Dataset) -> None:

@@ -43,31 +43,26 @@ def test_bundle_float_matches_build(variant, variant_run, gate, gate_recorder):
     reproduces the outputs the pull request's own code computed at build time, input by input
     (`float_change_sqnr_db`): a pull request that changed the model's code, not only its weights, is judged on
     code that is not its own, so it fails here until that code is on the target branch."""
-    import numpy as np
-
-    from tinygate.artifacts import runner_all
+    from tinygate.evaluate import outputs_all
+    from tinygate.fidelity import Accumulator
     from tinygate.regression import mostly_at_least
 
     built = measured(lambda: gate.bundle.float_outputs(variant.model))
     if built is None:
         pytest.fail(f"{variant.id}: the bundle holds no float outputs for model {variant.model!r}", pytrace=False)
-    data = measured(variant_run.evaluation)
-    run = measured(lambda: runner_all(variant_run.float_artifact(), gate.threads))
-    mine = [run(*data.sample(i)) for i in range(len(data))]
+    model = variant_run.model
+    ours = measured(lambda: outputs_all(variant_run.float_artifact(), variant_run.evaluation(), gate.threads))
     floor = gate.config.regression.float_change_sqnr_db
     bad = []
-    for k, name in enumerate(variant_run.model.output_names):
-        ours = np.concatenate([m[k] for m in mine]).astype(np.float64)
+    for name, mine in zip(model.output_names, ours, strict=True):
         theirs = built.get(name)
-        if theirs is None or theirs.shape != ours.shape:
+        if theirs is None or theirs.shape != mine.shape:
             bad.append(f"output {name!r}: the build recorded {None if theirs is None else theirs.shape}, the judge "
-                       f"computes {ours.shape}")
+                       f"computes {mine.shape}")
             continue
-        theirs = theirs.astype(np.float64).reshape(len(ours), -1)
-        noise = ((ours.reshape(len(ours), -1) - theirs) ** 2).sum(axis=1)
-        signal = (theirs ** 2).sum(axis=1)
-        sqnr = np.where(noise == 0, 200.0, 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30)))
-        verdict = mostly_at_least(np.minimum(sqnr, 200.0), floor)
+        compared = Accumulator(name, model.class_axis)
+        compared.add(theirs, mine)  # per input, the build's outputs as the reference
+        verdict = mostly_at_least(compared.result().samples_db, floor)
         gate_recorder.figure(variant.id, export_sqnr_db={name: verdict.figure})
         if verdict.regressed:
             bad.append(f"output {name!r}: {verdict.detail}")
