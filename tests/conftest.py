@@ -8,8 +8,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnxruntime.quantization  # noqa: F401
 import pytest
 from hypothesis import HealthCheck, settings
+
+# onnxruntime.transformers (which onnxruntime.quantization imports) appends its own folder to sys.path and imports
+# its modules by their bare names from then on. Imported here, before any test, that entry is part of the sys.path
+# that monkeypatch.syspath_prepend restores; imported first inside such a test, it would be lost at its teardown and
+# a later test in the same worker would fail with "No module named 'fusion_utils'".
 
 REPO = Path(__file__).resolve().parents[1]
 

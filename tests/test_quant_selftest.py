@@ -14,7 +14,7 @@ steps = []
 budgets = { min_accuracy_pct = 97 }
 
 [models.digits.variants.onnx_int8]
-steps = [{ step = "onnx_export" }, { step = "ort_int8_static" }]
+steps = [{ step = "onnx_export" }, { step = "ort_int8_static", format = "FORMAT" }]
 budgets = { min_accuracy_pct = FLOOR }
 """
 
@@ -40,30 +40,37 @@ steps.int8_static = int8_static
 """
 
 
-@pytest.mark.parametrize(("suffix", "edit"), [
-    ("scale", "(value * 1.5).astype(value.dtype)"),
-    ("zero_point", "(value + 1).astype(value.dtype)"),
-], ids=["scale_times_1_5", "zero_point_shifted_by_one"])
+def digits(floor: float, form: str = "qdq") -> str:
+    return DIGITS.replace("FLOOR", str(floor)).replace("FORMAT", form)
+
+
+@pytest.mark.parametrize(("suffix", "edit", "form"), [
+    ("scale", "(value * 1.5).astype(value.dtype)", "qdq"),
+    ("zero_point", "(value + 1).astype(value.dtype)", "qdq"),
+    ("scale", "(value * 1.5).astype(value.dtype)", "qoperator"),  # QLinearConv's own inputs, no DequantizeLinear
+], ids=["scale_times_1_5", "zero_point_shifted_by_one", "qoperator_scale_times_1_5"])
 def test_a_tampered_quantization_parameter_fails_the_artifact_check_naming_the_tensor(tmp_path, run_gate, suffix,
-                                                                                       edit):
+                                                                                       edit, form):
     (tmp_path / "tamper.py").write_text(TAMPER.format(suffix=suffix, edit=edit))
-    (tmp_path / "gate.toml").write_text(DIGITS.replace("FLOOR", "90"))
+    (tmp_path / "gate.toml").write_text(digits(90, form))
     run = run_gate(tmp_path / "gate.toml", "-m", "quantization", "-p", "tamper",
                    env={"PYTHONPATH": str(tmp_path)})
     assert run.returncode == 1, run.output
     assert run.lines("FAILED model_tests/test_quantization.py::test_quantized_weights_within_bound[digits-onnx_int8]")
-    line = run.line("digits-onnx_int8: quantized weight features.2.weight_quantized")
+    # QOperator's bias has no scale of its own: input scale x weight scale, so a tampered weight scale shows there too
+    line = run.line("digits-onnx_int8: quantized weight features.2.")
     assert "above its bound" in line and "scale" in line
 
 
-def test_an_untampered_artifact_passes_the_artifact_check(tmp_path, run_gate):
-    (tmp_path / "gate.toml").write_text(DIGITS.replace("FLOOR", "90"))
+@pytest.mark.parametrize("form", ["qdq", "qoperator"])
+def test_an_untampered_artifact_passes_the_artifact_check(tmp_path, run_gate, form):
+    (tmp_path / "gate.toml").write_text(digits(90, form))
     run = run_gate(tmp_path / "gate.toml", "-m", "quantization")
     assert run.returncode == 0, run.output
 
 
 def test_a_missed_quality_floor_names_the_layers_that_lose_most(tmp_path, run_gate):
-    (tmp_path / "gate.toml").write_text(DIGITS.replace("FLOOR", "99.9"))
+    (tmp_path / "gate.toml").write_text(digits(99.9))
     run = run_gate(tmp_path / "gate.toml", "-k", "accuracy_floor")
     assert run.returncode == 1, run.output
     line = run.line("digits-onnx_int8: accuracy")

@@ -84,12 +84,15 @@ class Gate:
             say = self.progress and (lambda message: self.progress(f"{variant.id}: building, {message}"))
             ctx = pipeline.Context(self.config.models[variant.model], self.cache, self.config.steps, say)
             try:
-                return pipeline.apply_step(src, step, ctx)
+                art = pipeline.apply_step(src, step, ctx)
             except GateError:
                 raise
             except Exception as exc:  # any crash in a step must fail the run, clearly
                 first = (str(exc).strip().splitlines() or [""])[0]
                 raise GateError(variant.id, f"step {step.name}", f"failed: {type(exc).__name__}: {first}") from None
+            if pipeline.choice_of(art):
+                self.recorder.note(f"{variant.id}, step {step.name}: {pipeline.choice_of(art)}")
+            return art
         params = tuple(sorted((k, repr(v)) for k, v in step.params.items()))
         return self.once(("step", src.digest, step.name, params, variant.model), build)
 

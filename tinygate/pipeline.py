@@ -237,8 +237,9 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
             path = spec.build_fn()(src, step.params, ctx, out)
         meta = {"artifact": path.name, "kind": spec.produces, "digest": digest_path(path),
                 "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught} | set(logged))}
-        if (out / "engine").is_file():
-            meta["engine"] = (out / "engine").read_text()
+        for said in ("engine", "choice"):  # torch's int8 engine; why a step chose the form it built
+            if (out / said).is_file():
+                meta[said] = (out / said).read_text()
         (out / "artifact.json").write_text(json.dumps(meta))
 
     def intact(entry: Path) -> bool:  # a cached artifact whose bytes changed since it was built is rebuilt
@@ -252,3 +253,10 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
     # that code), so an edited forward never finds the old scores, steps or "identical to the baseline".
     digest = key_of(weights=meta["digest"], code_from=src.digest) if meta["kind"] == "torch" else meta["digest"]
     return Artifact(meta["kind"], entry / meta["artifact"], digest, src.factory, extra)
+
+
+def choice_of(art: Artifact) -> str | None:
+    """Why the step that built this artifact chose the form it did (ort_int8_static's QDQ or QOperator), if it
+    said."""
+    meta = art.path.parent / "artifact.json"
+    return json.loads(meta.read_text()).get("choice") if meta.is_file() else None

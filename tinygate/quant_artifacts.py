@@ -1,7 +1,7 @@
 """Read quantized weights back from a built artifact, and check each against the float weight it came from.
 
 Readers: ONNX (`<name>_quantized` initializers with `_scale` / `_zero_point`, as onnxruntime.quantization
-writes for QDQ and dynamic models), Core ML (constexpr_affine_dequantize and constexpr_lut_to_dense ops of
+writes for QDQ, QOperator and dynamic models), Core ML (constexpr_affine_dequantize and constexpr_lut_to_dense ops of
 the MIL program), and TorchScript int8 (the packed params of quantized modules).
 """
 
@@ -119,8 +119,11 @@ def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> l
     model = onnx.load(str(art.path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     dequantizers = {n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    # QOperator form: an int32 bias has no scale of its own; it is the input's scale times the weight's
+    biases = {n.input[bias]: (n.input[1], n.input[4]) for n in model.graph.node
+              for op, bias in (("QLinearConv", 8), ("QGemm", 6)) if n.op_type == op and len(n.input) > bias}
     out = []
-    for name, q in inits.items():
+    for name, q in list(inits.items()):
         if not name.endswith("_quantized"):
             continue
         stem = name.removesuffix("_quantized")  # "w" of w_quantized, w_scale, w_zero_point
@@ -129,6 +132,9 @@ def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> l
         scale_name = node.input[1] if node is not None else f"{stem}_scale"
         zero_name = node.input[2] if node is not None and len(node.input) > 2 else f"{stem}_zero_point"
         float_name = _match(base, float_names)
+        if scale_name not in inits and name in biases and all(s in inits for s in biases[name]):
+            x_scale, w_scale = biases[name]
+            inits[scale_name] = (inits[x_scale].astype(np.float32) * inits[w_scale].astype(np.float32))
         if float_name is None or scale_name not in inits:
             unmatched.append(name)
             continue

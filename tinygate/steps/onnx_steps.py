@@ -111,14 +111,58 @@ def refuse_quantized(src: Artifact, step: str) -> None:
 
 
 def int8_dynamic(src: Artifact, params: dict, ctx, out: Path) -> Path:
-    """Dynamic int8: weights quantized ahead of time, activations at run time (the seeds' 42 MB case)."""
+    """Dynamic int8: weights quantized ahead of time, activations at run time (the seeds' 42 MB case).
+
+    `ops = "matmul"` quantizes only MatMul and Gemm (transformers, the case dynamic int8 is made for). With every op
+    quantized, convolutions become ConvInteger, which ONNX Runtime runs several times slower than a float Conv on
+    many CPUs: then the step times both here and says so with the artifact, naming the faster forms."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     refuse_quantized(src, "ort_int8_dynamic")
     path = out / "model.onnx"
-    quantize_dynamic(src.path, path, weight_type=QuantType.QInt8,
+    ops = {"all": None, "matmul": ["MatMul", "Gemm"]}[params["ops"]]
+    quantize_dynamic(src.path, path, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
                      per_channel=params["per_channel"], reduce_range=params["reduce_range"])
+    if "ConvInteger" in _op_types(path):
+        from tinygate.regression import compare_latency
+
+        calls = _callers([src.path, path], ctx)
+        decision = compare_latency(*calls, slowdown_pct=10, max_rounds=_max_rounds(calls))
+        if decision.regressed:
+            (out / "choice").write_text(
+                f"convolutions as ConvInteger take {decision.median_ratio:.2f}x the float model's time on this CPU "
+                f"({decision.rounds} interleaved rounds, one thread); ort_int8_static (QLinearConv) or "
+                'ops = "matmul" (convolutions kept in float) avoid it')
     return path
+
+
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def _callers(paths: list[Path], ctx) -> list:
+    """A zero-argument call of each model on the model's example inputs, one thread each (as the gate times)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    feed = dict(zip(ctx.model.input_names, ctx.example_inputs(), strict=True))
+    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
+    return [lambda s=s: s.run(None, feed) for s in sessions]
+
+
+def _max_rounds(calls: list, seconds: float = 4.0) -> int:
+    """As many rounds (multiples of 20, 20 to 120) as fit in `seconds` of timing, from one call of each."""
+    import time
+
+    start = time.perf_counter()
+    for call in calls:
+        call()
+    per_round = time.perf_counter() - start
+    return int(min(max(seconds / max(per_round, 1e-9), 20), 120)) // 20 * 20
 
 
 def calibration_reader(names: tuple[str, ...], data):
@@ -135,8 +179,16 @@ def calibration_reader(names: tuple[str, ...], data):
     return Reader()
 
 
+FORMATS = ("qdq", "qoperator")
+
+
 def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
-    """Static int8 in QDQ format, activation ranges calibrated on the model's calibration set."""
+    """Static int8, activation ranges calibrated on the model's calibration set, in QDQ or QOperator form.
+
+    Both forms hold the same integers; ONNX Runtime fuses QDQ pairs into the QOperator kernels where it can, so
+    their speed is usually equal, not always. `format = "auto"` builds both and times them interleaved here:
+    QOperator only where it is at least 10% faster with significance, QDQ where it is (or where they tie: it is
+    the form every execution provider takes). The reason is kept with the artifact and shown in the summary."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -145,10 +197,41 @@ def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
     refuse_quantized(src, "ort_int8_static")
     prepared = out / "prepared.onnx"
     quant_pre_process(str(src.path), str(prepared))
-    path = out / "model.onnx"
-    quantize_static(prepared, path, calibration_reader(ctx.model.input_names, ctx.calibration()),
-                    quant_format=QuantFormat.QDQ, per_channel=params["per_channel"],
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=methods[params["calibration"]])
+    forms = FORMATS if params["format"] == "auto" else (params["format"],)
+    built = {form: out / f"{form}.onnx" for form in forms}
+    for form, path in built.items():
+        quantize_static(prepared, path, calibration_reader(ctx.model.input_names, ctx.calibration()),
+                        quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[form],
+                        per_channel=params["per_channel"], activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=methods[params["calibration"]])
     prepared.unlink()
+    form = forms[0]
+    if len(forms) > 1:
+        form, why = _faster_form(built, ctx)
+        (out / "choice").write_text(why)
+    path = out / "model.onnx"
+    built.pop(form).rename(path)
+    for other in built.values():
+        other.unlink()
     return path
+
+
+def _faster_form(built: dict[str, Path], ctx) -> tuple[str, str]:
+    """QOperator where it is at least 10% faster than QDQ (one-sided Wilcoxon p < 0.001 on interleaved rounds,
+    regression.compare_latency), else QDQ; with the reason, in words."""
+    from tinygate.regression import compare_latency
+
+    qdq, qop = calls = _callers([built["qdq"], built["qoperator"]], ctx)
+    rounds = _max_rounds(calls)
+    smaller = 1 - built["qoperator"].stat().st_size / built["qdq"].stat().st_size
+    how = f"interleaved rounds, one thread, on this CPU; QOperator is {100 * smaller:.0f}% smaller on disk"
+    slower_qdq = compare_latency(qop, qdq, slowdown_pct=10, max_rounds=rounds)
+    if slower_qdq.regressed:
+        return "qoperator", (f"QOperator: QDQ takes {slower_qdq.median_ratio:.2f}x its time "
+                             f"({slower_qdq.rounds} {how})")
+    slower_qop = compare_latency(qdq, qop, slowdown_pct=10, max_rounds=rounds)
+    if slower_qop.regressed:
+        return "qdq", f"QDQ: QOperator takes {slower_qop.median_ratio:.2f}x its time ({slower_qop.rounds} {how})"
+    return "qdq", (f"QDQ: QOperator is not 10% faster (time ratio {1 / slower_qdq.median_ratio:.2f}, "
+                   f"{slower_qdq.rounds + slower_qop.rounds} {how}); QDQ is the form every execution provider takes; "
+                   'set format = "qoperator" for the smaller file')
