@@ -129,6 +129,28 @@ BAD = [
      ('steps = [{ step = "coreml" }]', 'steps = [{ step = "torch_int8" }]'),
      "models.digits.variants.coreml.steps[0].step", "calibration is not set"),
     ("not_valid_toml", ("[models.digits]", "[models.digits"), None, "not valid TOML"),
+    ("web_runtime_for_a_core_ml_variant",
+     ('steps = [{ step = "coreml" }]', 'steps = [{ step = "coreml" }]\nruntime = "web"'),
+     "models.digits.variants.coreml.runtime", "runs ONNX models; this variant makes mlpackage"),
+    ("unknown_runtime", ('budgets = { max_size_ratio = 0.5 }', 'runtime = "wasm"\nbudgets = { max_size_ratio = 0.5 }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.runtime", 'must be "web"'),
+    ("python_latency_budget_on_a_web_variant", ('budgets = { max_size_ratio = 0.5 }',
+                                                 'runtime = "web"\nbudgets = { min_speedup = 0.5 }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.budgets.min_speedup", "a web variant is timed in the page"),
+    ("web_latency_budget_on_a_python_variant", ('budgets = { max_size_ratio = 0.5 }',
+                                                 'budgets = { max_web_load_ms = 900 }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.budgets.max_web_load_ms", 'runtime = "web"'),
+    ("web_latency_budget_without_a_machine", ('budgets = { max_size_ratio = 0.5 }',
+                                               'runtime = "web"\nbudgets = { max_web_p50_ms = 90 }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.machine", "max_web_p50_ms"),
+    ("download_budget_for_an_unknown_network", ('budgets = { max_size_ratio = 0.5 }',
+                                                'budgets = { max_download_s = { slow_2g = 30 } }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.budgets.max_download_s.slow_2g", "no network profile named"),
+    ("download_budget_not_a_table", ('budgets = { max_size_ratio = 0.5 }', 'budgets = { max_download_s = 30 }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.budgets.max_download_s", "must be dict"),
+    ("network_with_zero_bandwidth",
+     ("[models.digits]", "[networks.dialup]\nkbit_s = 0\nlatency_ms = 100\n\n[models.digits]"),
+     "networks.dialup", "kbit_s must be in"),
 ]
 
 
@@ -185,3 +207,19 @@ def test_a_model_with_several_inputs_reads_one_npz_array_per_input(tmp_path):
     np.savez(tmp_path / "data.npz", a=np.zeros((3, 1, 8, 8), np.float32), b=np.ones((2, 4), np.float32))
     with pytest.raises(GateError, match="2 samples of input 'b' for 3 inputs"):
         pipeline.load_data(config.load(tmp_path / "gate.toml").models["pair"].eval, "models.pair.eval")
+
+
+def test_download_budgets_name_built_in_and_user_network_profiles(tmp_path):
+    """max_download_s takes a table of profile -> seconds; [networks.NAME] adds a profile; the built-in ones are the
+    ONNX seed's slow 3G (400 kbit/s, 400 ms), fast 3G and 4G, and the time is a round trip plus bits / bandwidth."""
+    text = GOOD.replace("budgets = { max_size_ratio = 0.5 }",
+                        'runtime = "web"\nbudgets = { max_download_s = { slow_3g = 30, office = 2 } }')
+    (tmp_path / "gate.toml").write_text("[networks.office]\nkbit_s = 8000\nlatency_ms = 20\n" + text)
+    (tmp_path / "weights").symlink_to(REPO / "weights")
+    cfg = config.load(tmp_path / "gate.toml")
+    variant = cfg.models["tinybeauty"].variants["onnx_int8_dynamic"]
+    assert variant.runtime == "web" and variant.backend == "web"
+    assert variant.max_download_s == {"slow_3g": 30.0, "office": 2.0}
+    assert cfg.networks["slow_3g"].seconds(50_000) == pytest.approx(0.4 + 1.0)
+    assert cfg.networks["office"].seconds(1_000_000) == pytest.approx(0.02 + 1.0)
+

@@ -1,6 +1,6 @@
 """The ONNX int8 steps choose the faster form of the same quantization and say why: ort_int8_static takes
-QOperator only where QDQ is clearly slower, and ort_int8_dynamic says when its ConvInteger is slower than the float
-model. Timing is injected (calls that sleep), so the decision rule itself is what is tested."""
+QOperator only where QDQ is clearly slower (timing injected: calls that sleep, so the decision rule itself is
+tested), and a dynamic int8 model whose convolutions run as ConvInteger is said to be why it is slow."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def forms(tmp_path):
 
 @pytest.mark.parametrize(("qdq_ms", "qop_ms", "chosen", "why"), [
     (3.0, 1.5, "qoperator", "QOperator: QDQ takes "),
-    (1.5, 3.0, "qdq", "QDQ: QOperator takes "),
-    (2.0, 2.0, "qdq", "QDQ: QOperator is not 10% faster"),
+    (1.5, 3.0, "qdq", "QDQ: QDQ takes 0."),
+    (2.0, 2.0, "qdq", "QDQ: QDQ takes "),
 ], ids=["qdq_slower_takes_qoperator", "qoperator_slower_keeps_qdq", "a_tie_keeps_qdq"])
 def test_the_static_step_takes_qoperator_only_where_qdq_is_clearly_slower(forms, monkeypatch, qdq_ms, qop_ms, chosen,
                                                                            why):
@@ -35,11 +35,12 @@ def test_the_static_step_takes_qoperator_only_where_qdq_is_clearly_slower(forms,
     form, reason = onnx_steps._faster_form(forms, ctx=None)
     assert form == chosen
     assert reason.startswith(why) and "14% smaller on disk" in reason
+    assert ("not 10% faster" in reason) == (chosen == "qdq")
 
 
-def test_the_dynamic_step_says_when_convinteger_is_slower_than_the_float_model(tmp_path, monkeypatch):
-    """A conv model quantized dynamically runs ConvInteger; where that is slower than the float model the step says
-    so with the artifact, naming the faster forms, and where it is not, it says nothing."""
+def test_a_convinteger_model_is_said_to_be_slow_and_why_and_ops_matmul_keeps_convolutions_float(tmp_path):
+    """Dynamic int8 of a conv model runs ConvInteger: why_slow names it and the faster forms (test_speedup adds it to
+    its "slower than float" note); with ops = "matmul" the convolutions stay float and nothing is said."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -51,15 +52,11 @@ def test_the_dynamic_step_says_when_convinteger_is_slower_than_the_float_model(t
     src = tmp_path / "float.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
     params = {"per_channel": False, "reduce_range": False, "ops": "all"}
-    for float_ms, int8_ms, says in [(1.0, 3.0, True), (2.0, 2.0, False)]:
-        out = tmp_path / f"{float_ms}-{int8_ms}"
+    for ops, says in [("all", True), ("matmul", False)]:
+        out = tmp_path / ops
         out.mkdir()
-        monkeypatch.setattr(onnx_steps, "_callers", lambda paths, ctx, a=float_ms, b=int8_ms: [sleeper(a), sleeper(b)])
-        onnx_steps.int8_dynamic(SimpleNamespace(path=src), params, None, out)
-        assert (out / "choice").is_file() == says
-        if says:
-            assert "x the float model" in (out / "choice").read_text() and "ort_int8_static" in (out / "choice").read_text()
-    out = tmp_path / "matmul"
-    out.mkdir()
-    path = onnx_steps.int8_dynamic(SimpleNamespace(path=src), {**params, "ops": "matmul"}, None, out)
-    assert onnx_steps._op_types(path) == {"Conv"}  # convolutions kept in float
+        path = onnx_steps.int8_dynamic(SimpleNamespace(path=src), {**params, "ops": ops}, None, out)
+        assert (onnx_steps.why_slow(path) is not None) == says
+        assert ("ConvInteger" in onnx_steps._op_types(path)) == says
+    assert "ort_int8_static" in onnx_steps.why_slow(tmp_path / "all" / "model.onnx")
+    assert onnx_steps.why_slow(src) is None

@@ -101,3 +101,31 @@ def test_the_markdown_figures_table_repeats_no_column():
     header = next(line for line in text.splitlines() if line.startswith("| variant | size_kb"))
     assert "| model |" not in header and "| variant |" not in header[2:] and "fidelity" not in header
     assert "worst_output_sqnr_db" in header
+
+
+def test_download_times_are_drawn_per_profile_in_the_variant_colours_with_budgets_and_no_text_over_text():
+    figures = {vid: {**f, "download_s": {"slow_3g": f["size_kb"] / 40, "fast_3g": f["size_kb"] / 160, "4g": 0.1}}
+               for vid, f in FIGURES.items()}
+    figures["beauty-int8"]["download_measured_s"] = {"slow_3g": 0.7}
+    figure = plots.draw_downloads(figures, {"beauty-int8": {"download_s_slow_3g": 1.0}})
+    assert len(figure.legends) == 1 and not any(ax.get_legend() for ax in figure.axes)
+    expected = plots.variant_colours([vid.split("-", 1)[1] for vid in FIGURES])
+    for ax in figure.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["slow_3g", "fast_3g", "4g"]
+        colours = {matplotlib.colors.to_rgb(p.get_facecolor()) for p in ax.patches}
+        assert colours <= {tuple(c) for c in expected.values()}
+    dashed = [line for ax in figure.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert any(list(line.get_ydata()) == [1.0, 1.0] for line in dashed)  # the budget
+    _no_overlap(figure)
+
+
+def test_the_summary_tables_download_time_per_profile_with_what_was_measured():
+    rec = reports.Recorder()
+    rec.figure("beauty-int8", model="beauty", variant="int8", download_s={"slow_3g": 0.7, "4g": 0.1},
+               download_measured_s={"slow_3g": 0.72})
+    rec.figure("beauty-float", model="beauty", variant="float", download_s={"slow_3g": 2.5, "4g": 0.2})
+    text = reports.markdown(rec, 0)
+    table = text.split("## Download time per network profile (s)")[1]
+    assert "| variant | slow_3g | 4g |" in table
+    assert "| beauty-int8 | 0.7 [0.72] | 0.1 |" in table and "| beauty-float | 2.5 | 0.2 |" in table
+

@@ -176,6 +176,10 @@ def runner(art: Artifact, threads: int = 1) -> Runner:
 
 def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray]]:
     """A function from batched input arrays (one per model input, in order) to every output, in order."""
+    if dict(art.meta).get("runtime") == "web":
+        from tinygate import browser
+
+        return browser.runner_all(art, threads)
     if art.kind in ("torch", "torchscript"):
         import torch
 
@@ -241,5 +245,7 @@ def coreml_backend() -> str:
     return COREML_RUNTIME if platform.system() == "Darwin" else MIL_INTERPRETER
 
 
-def backend_name(kind: str) -> str:
+def backend_name(kind: str, meta: tuple = ()) -> str:
+    if dict(meta).get("runtime") == "web":
+        return "ort-web-wasm"
     return {"torch": "torch", "torchscript": "torch", "onnx": "onnxruntime"}.get(kind) or coreml_backend()

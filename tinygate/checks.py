@@ -152,7 +152,7 @@ def _fidelity(key: str, figure: str):
         others = ", ".join(f"{r.output} {getattr(r, figure):.4g}" for r in results if r is not bad)
         return [budget_check(run, key, getattr(bad, figure),
                              note=f"worst output {bad.output!r}" + (f"; {others}" if others else ""),
-                             measured_on=backend_name(run.variant.kind))]
+                             measured_on=backend_name(run.artifact().kind, run.artifact().meta))]
     check.__doc__ = f"{BUDGETS[key].label}, the worst output decides ({key})"
     return check
 

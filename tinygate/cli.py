@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinygate", description="A pytest release gate for optimized ML models.",
                                 allow_abbrev=False)
-    sub = p.add_subparsers(dest="command", metavar="{init,check,accept,compare,build,judge}")
+    sub = p.add_subparsers(dest="command", metavar="{init,check,accept,compare,build,judge,web-setup}")
 
     from tinygate import init
 
@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--approved", action="store_true",
                    help="a person approved the pull request's budget changes (e.g. it carries the approval label)")
     j.set_defaults(run=_judge)
+
+    w = sub.add_parser("web-setup", help="install what the web runtime needs: Chromium (Debian's package) and "
+                                         "onnxruntime-web (npm, from tinygate's lock file)",
+                       description="Install onnxruntime-web from the lock file tinygate ships (npm ci, no install "
+                                   "scripts) into ~/.cache/tinygate/ort-web, and Chromium with apt-get when it is "
+                                   "missing and this runs as root (else print the command).")
+    w.set_defaults(run=_web_setup)
     return p
 
 
@@ -198,3 +205,36 @@ def _change(a: object, b: object) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _web_setup(args: argparse.Namespace, _: list[str]) -> int:
+    import os
+    import shutil
+
+    from tinygate import browser
+
+    if browser.chromium_path() is None:
+        apt = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+            print(f"tinygate web-setup: {' '.join(apt)}", flush=True)
+            if subprocess.call(apt, stdout=subprocess.DEVNULL) != 0:
+                subprocess.call(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+                subprocess.check_call(apt, stdout=subprocess.DEVNULL)
+        else:
+            raise GateError("chromium", None, f"not found: install it (Debian/Ubuntu: sudo {' '.join(apt)}), or set "
+                                              "TINYGATE_CHROMIUM to a Chromium or Chrome binary; then run this again")
+    npm = shutil.which("npm")
+    if npm is None:
+        raise GateError("npm", None, "not found: install Node.js and npm (Debian/Ubuntu: sudo apt-get install npm)")
+    home = browser.cache_home()
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(browser.HERE / name, home / name)
+    print(f"tinygate web-setup: npm ci in {home} (onnxruntime-web, pinned by tinygate's lock file)", flush=True)
+    subprocess.check_call([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=home)
+    problem = browser.missing()
+    if problem:
+        raise GateError("web-setup", None, problem)
+    print(f"tinygate web-setup: ready: {browser.chromium_path()}, onnxruntime-web in {browser.ort_web_dir()}")
+    return 0
+

@@ -58,6 +58,8 @@ class Variant:
     kind: str  # the artifact kind the last step produces
     speedup_reference: str = ""  # the variant min_speedup compares with (default: the float variant)
     machine: str | None = None  # the machine profile absolute latency limits (max_p50_ms, ...) hold on
+    runtime: str = ""  # "web": the ONNX artifact runs in onnxruntime-web in headless Chromium (tinygate.browser)
+    max_download_s: dict[str, float] = field(default_factory=dict)  # network profile -> seconds
 
     @property
     def id(self) -> str:
@@ -65,7 +67,7 @@ class Variant:
 
     @property
     def backend(self) -> str:
-        return BACKEND[self.kind]
+        return "web" if self.runtime == "web" else BACKEND[self.kind]
 
     @property
     def is_float(self) -> bool:
@@ -136,6 +138,7 @@ class GateConfig:
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     regression: RegressionSettings = field(default_factory=RegressionSettings)
     steps: dict[str, StepSpec] = field(default_factory=lambda: dict(STEPS))  # built-in, then the user's
+    networks: dict[str, Any] = field(default_factory=dict)  # name -> tinygate.browser.Network, built-in and the user's
 
     @property
     def variants(self) -> list[Variant]:
@@ -217,21 +220,45 @@ def load(path: str | Path, raw: dict | None = None) -> GateConfig:
     if str(path.parent) not in sys.path:  # a factory or data module kept beside the config imports as-is
         sys.path.append(str(path.parent))
     r = _Reader(path)
-    r.table(raw, "", {"models"}, {"machines", "regression", "steps"})
+    r.table(raw, "", {"models"}, {"machines", "regression", "steps", "networks"})
     steps = _steps(r, raw.get("steps", {}))
     machines = {name: _machine(r, name, body) for name, body in
                 (r.named(raw["machines"], "machines") if "machines" in raw else {}).items()}
     models = r.named(raw["models"], "models")
     cfg = GateConfig(path, {name: _model(r, name, body, steps) for name, body in models.items()}, machines,
-                     _regression(r, raw.get("regression", {})), steps)
+                     _regression(r, raw.get("regression", {})), steps, _networks(r, raw.get("networks", {})))
     for variant in cfg.variants:
         key = f"models.{variant.model}.variants.{variant.name}"
         if variant.machine is not None and variant.machine not in machines:
             raise r.fail(f"{key}.machine", f"no machine profile named {variant.machine!r} under [machines]")
-        if {"max_p50_ms", "max_p95_ms"} & set(variant.budgets) and variant.machine is None:
-            raise r.fail(f"{key}.machine", "absolute latency limits (max_p50_ms, max_p95_ms) need the machine "
+        absolute = sorted(ABSOLUTE & set(variant.budgets))
+        if absolute and variant.machine is None:
+            raise r.fail(f"{key}.machine", f"absolute latency limits ({', '.join(absolute)}) need the machine "
                                            "profile they were measured on")
+        for name in variant.max_download_s:
+            if name not in cfg.networks:
+                raise r.fail(f"{key}.budgets.max_download_s.{name}",
+                             f"no network profile named {name!r} (known: {', '.join(cfg.networks)}; add "
+                             f"[networks.{name}])")
     return cfg
+
+
+ABSOLUTE = {"max_p50_ms", "max_p95_ms", "max_web_load_ms", "max_web_p50_ms", "max_web_p95_ms"}
+
+
+def _networks(r: _Reader, raw: Any) -> dict[str, Any]:
+    """The built-in network profiles (slow_3g, fast_3g, 4g) and the user's: [networks.NAME] kbit_s, latency_ms."""
+    from tinygate.browser import NETWORKS, Network
+
+    found = dict(NETWORKS)
+    for name, body in (r.named(raw, "networks") if raw else {}).items():
+        body = r.table(body, f"networks.{name}", {"kbit_s", "latency_ms"}, set())
+        kbit, lat = (r.typed(body[k], f"networks.{name}.{k}", float) for k in ("kbit_s", "latency_ms"))
+        if not (0 < kbit <= 1e7 and 0 <= lat <= 60_000):
+            raise r.fail(f"networks.{name}", f"kbit_s must be in (0, 1e7] and latency_ms in [0, 60000]; got {kbit:g}, "
+                                             f"{lat:g}")
+        found[name] = Network(name, kbit, lat)
+    return found
 
 
 def read_toml(path: Path) -> dict:
@@ -449,7 +476,7 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
     key = f"models.{model}.variants.{name}"
     if not NAME.match(name):
         raise r.fail(key, "variant names are lower-case letters, digits and underscores")
-    body = r.table(body, key, {"steps", "budgets"}, {"speedup_reference", "machine"})
+    body = r.table(body, key, {"steps", "budgets"}, {"speedup_reference", "machine", "runtime"})
     steps_raw = r.typed(body["steps"], f"{key}.steps", list)
     kind, steps = source_kind, []
     for i, raw in enumerate(steps_raw):
@@ -474,7 +501,18 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
             params[pname] = value
         steps.append(Step(step_name, params))
         kind = spec.produces
-    budgets_raw = r.table(body["budgets"], f"{key}.budgets", set(), set(BUDGETS))
+    budgets_raw = r.table(body["budgets"], f"{key}.budgets", set(), set(BUDGETS) | {"max_download_s"})
+    download = {}
+    for profile, value in r.typed(budgets_raw.pop("max_download_s", {}), f"{key}.budgets.max_download_s", dict).items():
+        download[profile] = r.typed(value, f"{key}.budgets.max_download_s.{profile}", float)
+        if not 0 < download[profile] <= 86_400:
+            raise r.fail(f"{key}.budgets.max_download_s.{profile}", f"must be in (0, 86400] s, got {value}")
+    runtime = r.typed(body.get("runtime", ""), f"{key}.runtime", str)
+    if runtime not in ("", "web"):
+        raise r.fail(f"{key}.runtime", f"must be \"web\" (onnxruntime-web in headless Chromium) or absent; got "
+                                       f"{runtime!r}")
+    if runtime == "web" and kind != "onnx":
+        raise r.fail(f"{key}.runtime", f"the web runtime runs ONNX models; this variant makes {kind}")
     budgets = {}
     for bkey, value in budgets_raw.items():
         budget = BUDGETS[bkey]
@@ -485,9 +523,17 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         if not budget.low <= value <= budget.high:
             raise r.fail(where, f"must be in [{budget.low}, {budget.high}] {budget.unit}, got {value}")
         budgets[bkey] = value
+    native = {"max_p50_ms", "max_p95_ms", "max_memory_growth_mb", "min_speedup"} & set(budgets)
+    if runtime == "web" and native:
+        raise r.fail(f"{key}.budgets.{sorted(native)[0]}", "times the Python runtime; a web variant is timed in the "
+                                                            "page: max_web_load_ms, max_web_p50_ms, max_web_p95_ms")
+    web_only = {"max_web_load_ms", "max_web_p50_ms", "max_web_p95_ms"} & set(budgets)
+    if runtime != "web" and web_only:
+        raise r.fail(f"{key}.budgets.{sorted(web_only)[0]}", 'holds for a variant with runtime = "web"')
     if not steps and any(k.endswith(("_drop_db", "_drop_pct", "_ratio", "agreement_pct")) or k in FIDELITY
                          for k in budgets):
         raise r.fail(f"{key}.budgets", "the float variant cannot have budgets relative to itself")
     return Variant(model, name, tuple(steps), budgets, kind,
                    speedup_reference=r.typed(body.get("speedup_reference", ""), f"{key}.speedup_reference", str),
-                   machine=r.typed(body["machine"], f"{key}.machine", str) if "machine" in body else None)
+                   machine=r.typed(body["machine"], f"{key}.machine", str) if "machine" in body else None,
+                   runtime=runtime, max_download_s=download)

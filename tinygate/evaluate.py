@@ -57,7 +57,7 @@ def check_inputs(model: Model, data: Dataset) -> None:
 
 def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1,
           progress: Callable[[str], None] | None = None) -> Scores:
-    backend = backend_name(art.kind)
+    backend = backend_name(art.kind, art.meta)
     key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions("tinygate.evaluate"), task=model.task,
                  backend=backend)
 
@@ -98,12 +98,12 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
 
     check_inputs(model, data)
     key = key_of(fidelity=art.digest, reference=reference.digest, data=data.digest(),
-                 tools=tool_versions("tinygate.evaluate"), backend=backend_name(art.kind),
+                 tools=tool_versions("tinygate.evaluate"), backend=backend_name(art.kind, art.meta),
                  outputs=model.output_names, class_axis=model.class_axis)
 
     def build(out: Path) -> None:
         if progress is not None:
-            progress(f"comparing with the float model on {len(data)} inputs ({backend_name(art.kind)})")
+            progress(f"comparing with the float model on {len(data)} inputs ({backend_name(art.kind, art.meta)})")
         run, run_ref = runner_all(art, threads), runner_all(reference, threads)
         acc = [fidelity_.Accumulator(name, model.class_axis) for name in model.output_names]
         for i in range(len(data)):

@@ -117,6 +117,10 @@ class VariantRun:
         chain = [self.float_artifact()]
         for step in self.variant.steps:
             chain.append(self.gate.apply(chain[-1], step, self.variant))
+        if self.variant.runtime == "web":  # the same file, run by another runtime: scored under its own digest
+            from tinygate.browser import web_artifact
+
+            chain[-1] = web_artifact(chain[-1])
         return chain
 
     def _judged_chain(self) -> list[Artifact]:
@@ -149,8 +153,10 @@ class VariantRun:
         art, rec, vid = self.chain()[-1], self.gate.recorder, self.variant.id
         if rec.hashes.get(vid) != art.digest:
             rec.hashes[vid] = art.digest
+            wire = art.transfer_bytes()
             rec.figure(vid, model=self.variant.model, variant=self.variant.name, backend=self.variant.backend,
-                       size_kb=art.disk_bytes() / 1000, transfer_kb=art.transfer_bytes() / 1000)
+                       size_kb=art.disk_bytes() / 1000, transfer_kb=wire / 1000,
+                       download_s={n: net.seconds(wire) for n, net in self.gate.config.networks.items()})
             rec.artifacts[vid] = {"kind": art.kind, "path": str(art.path), "digest": art.digest,
                                   "factory": art.factory, "meta": [list(m) for m in art.meta],
                                   "bytes": art.disk_bytes()}
@@ -199,7 +205,7 @@ class VariantRun:
         result = self.gate.once(("fidelity", art.digest, ref.digest, self.model.name), compute)
         rec = self.gate.recorder
         rec.figure(self.variant.id, fidelity={r.output: r.figures() for r in result},
-                   measured_on=backend_name(self.variant.kind))
+                   measured_on=backend_name(art.kind, art.meta))
         rec.samples.setdefault(self.variant.id, {}).update({fidelity_key(r.output): list(r.samples_db) for r in result})
         return result
 

@@ -130,6 +130,47 @@ def draw_results(figures: dict[str, dict], budgets: dict[str, dict[str, float]],
     return figure
 
 
+def downloads(figures: dict[str, dict], budgets: dict[str, dict[str, float]], path: Path) -> Path:
+    """Draw draw_downloads into `path` (PNG)."""
+    return _save(draw_downloads(figures, budgets), path, dpi=100)
+
+
+def draw_downloads(figures: dict[str, dict], budgets: dict[str, dict[str, float]]):
+    """Download time per network profile, one panel per model: a bar per variant in its colour for each profile
+    (log scale, computed), a dot where it was measured in Chromium, each budget as a dashed tick over its bar."""
+    plt = _pyplot()
+
+    by_model: dict[str, list[tuple[str, dict]]] = {}
+    for _, fig in sorted(figures.items()):
+        if isinstance(fig.get("download_s"), dict) and fig.get("model"):
+            by_model.setdefault(str(fig["model"]), []).append((str(fig["variant"]), fig))
+    colours = variant_colours([name for variants in by_model.values() for name, _ in variants])
+    n = max(1, len(by_model))
+    figure, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False, layout="constrained")
+    handles = {}
+    for ax, (model, variants) in zip(axes[0], sorted(by_model.items()), strict=False):
+        profiles = list(variants[0][1]["download_s"])
+        width = 0.8 / len(variants)
+        for i, (name, fig) in enumerate(variants):
+            xs = [p + (i - (len(variants) - 1) / 2) * width for p in range(len(profiles))]
+            handles.setdefault(name, ax.bar(xs, [fig["download_s"][p] for p in profiles], width, color=colours[name]))
+            for x, profile in zip(xs, profiles, strict=True):
+                if profile in fig.get("download_measured_s", {}):
+                    handles.setdefault("measured in Chromium", ax.plot(x, fig["download_measured_s"][profile], "o",
+                                                                       color="black", markersize=3)[0])
+                limit = budgets.get(f"{model}-{name}", {}).get(f"download_s_{profile}")
+                if limit is not None:
+                    ax.plot([x - width / 2, x + width / 2], [limit] * 2, "--", color=colours[name], linewidth=1.5)
+                    handles.setdefault("budget (dashed)", ax.plot([], [], "--", color="0.3")[0])
+        ax.set_xticks(range(len(profiles)), profiles)
+        ax.set_yscale("log")
+        ax.set_ylabel("download time (s)")
+        ax.set_title(model, fontsize=11)
+        ax.grid(alpha=0.3, axis="y")
+    _legend(figure, handles, colours, columns=4)
+    return figure
+
+
 TREND_PANELS = (("size on disk (KB)", ("size_kb",)), ("quality", ("psnr_db", "accuracy_pct")),
                 ("latency p50 (ms)", ("p50_ms",)))
 

@@ -23,6 +23,7 @@ MARKERS = {
     "torch": "checks of variants whose deployable artifact runs in PyTorch",
     "onnx": "checks of variants whose deployable artifact is an ONNX model run by ONNX Runtime",
     "coreml": "checks of variants whose deployable artifact is a Core ML mlprogram package",
+    "web": "checks of variants run by onnxruntime-web (WebAssembly) in headless Chromium (runtime = \"web\")",
     "size": "artifact size budgets (bytes on disk, compressed transfer size, ratio to float)",
     "quality": "quality budgets against ground truth and against the float model (PSNR, SSIM, accuracy, fidelity)",
     "spec": "structural checks of an artifact (input/output names and shapes, precision, target)",

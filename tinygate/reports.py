@@ -106,6 +106,10 @@ def write(rec: Recorder, out: Path, exitstatus: int, outcomes: dict[str, int] | 
     paths[1].write_text(markdown(rec, exitstatus, outcomes))
     if rec.figures:
         paths.append(plot(rec, out / "optimization_results.png"))
+    if any(isinstance(f.get("download_s"), dict) for f in rec.figures.values()):
+        from tinygate import plots
+
+        paths.append(plots.downloads(rec.figures, _budgets(rec), out / "download_time.png"))
     return paths
 
 
@@ -158,7 +162,27 @@ def markdown(rec: Recorder, exitstatus: int, outcomes: dict[str, int] | None = N
                   "|---|" + "---|" * len(keys)]
         for vid, cells in rows.items():
             lines.append(f"| {vid} | " + " | ".join(cells.get(k, "") for k in keys) + " |")
+    lines += download_table(rec)
     return "\n".join(lines) + "\n"
+
+
+def download_table(rec: Recorder) -> list[str]:
+    """Each variant's download time on each network profile: computed from its transfer size, and in brackets as
+    measured in Chromium under network emulation where it was."""
+    rows = {vid: fig for vid, fig in sorted(rec.figures.items()) if isinstance(fig.get("download_s"), dict)}
+    if not rows:
+        return []
+    profiles = list(next(iter(rows.values()))["download_s"])
+    lines = ["", "## Download time per network profile (s)", "",
+             "Computed: one round trip plus the transfer size (gzip) at the profile's bandwidth; [measured in Chromium "
+             "under network emulation].", "", "| variant | " + " | ".join(profiles) + " |",
+             "|---|" + "---|" * len(profiles)]
+    for vid, fig in rows.items():
+        measured_s = fig.get("download_measured_s", {})
+        cells = [_fmt(fig["download_s"].get(p)) + (f" [{_fmt(measured_s[p])}]" if p in measured_s else "")
+                 for p in profiles]
+        lines.append(f"| {vid} | " + " | ".join(cells) + " |")
+    return lines
 
 
 FIGURE_ORDER = ("size_kb", "transfer_kb", "psnr_db", "ssim", "accuracy_pct", "worst_output_sqnr_db", "speedup",
@@ -176,14 +200,20 @@ def _figure_cells(fig: dict) -> dict[str, str]:
     return cells
 
 
-def plot(rec: Recorder, path: Path) -> Path:
-    """Size against quality for every variant, one panel per model (tinygate.plots.results)."""
-    from tinygate import plots
-
+def _budgets(rec: Recorder) -> dict[str, dict[str, float]]:
+    """Every numeric budget a check held, by variant id and check name."""
     budgets: dict[str, dict[str, float]] = {}
     for c in rec.checks:
         if isinstance(c.budget, int | float) and not isinstance(c.budget, bool):
             budgets.setdefault(c.id, {})[c.check] = float(c.budget)
+    return budgets
+
+
+def plot(rec: Recorder, path: Path) -> Path:
+    """Size against quality for every variant, one panel per model (tinygate.plots.results)."""
+    from tinygate import plots
+
+    budgets = _budgets(rec)
     tasks = {}
     for fig in rec.figures.values():
         model = fig.get("model")

@@ -9,6 +9,7 @@ from tinygate.artifacts import runner
 from tinygate.checks import not_measured
 from tinygate.errors import GateError
 from tinygate.pytest_plugin import measured, unmeasurable
+from tinygate.steps.onnx_steps import why_slow
 
 __all__ = ["test_latency", "test_latency_p95_limit", "test_memory_growth_limit", "test_speedup"]
 
@@ -59,7 +60,11 @@ def _judge_absolute(request, variant_run, gate_verdict, key: str, value: float, 
     gate_verdict(key, value, note)
 
 
+NATIVE = pytest.mark.select(lambda v, m: v.runtime != "web")  # a web variant is timed in the page (test_web_latency)
+
+
 @pytest.mark.latency
+@NATIVE
 def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_threads, gate_recorder, gate_verdict,
                  pytestconfig):
     """Times the variant with pytest-benchmark (one group per model); holds max_p50_ms where it is set."""
@@ -103,7 +108,7 @@ def test_memory_growth_limit(timed_runner, variant_run, gate_verdict, pytestconf
 
 
 @pytest.mark.latency
-@pytest.mark.select(lambda v, m: not v.is_float)
+@pytest.mark.select(lambda v, m: not v.is_float and v.runtime != "web")
 def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_verdict, pytestconfig):
     """Times the variant and the model it was made from (the float variant, or `speedup_reference`) alternately in
     this process, so both see the same machine, budget or not: the speedup is in every report, a variant clearly
@@ -133,7 +138,9 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
     gate_recorder.figure(variant.id, speedup=speedup, speedup_reference=reference.name)
     slower = 1 / (1 + gate.config.regression.slowdown_pct / 100)
     if speedup < slower and np.median(ref_times) >= 1e-3:  # under a millisecond, overhead and the timer decide
+        why = why_slow(art.path) if (art := gate.variant(variant).artifact()).kind == "onnx" else None
         gate_recorder.note(f"{variant.id} is slower than {reference.id}, the model it was made from: {speedup:.2f}x "
-                           f"({note})" + ("" if budgeted else "; gate it with min_speedup"))
+                           f"({note})" + (f": {why}" if why else "")
+                           + ("" if budgeted else "; gate it with min_speedup"))
     if budgeted:
         gate_verdict("min_speedup", speedup, note=note)

@@ -221,6 +221,7 @@ def test_quality_drift_vs_release_line_start(scores, gate_baseline, variant_base
 
 @regression_
 @pytest.mark.latency
+@pytest.mark.select(lambda v, m: v.runtime != "web")  # timed in the page, not against a baseline yet
 def test_latency_vs_baseline(artifact, gate_baseline, variant_baseline, variant, variant_run, gate_config,
                              gate_threads, gate_recorder):
     """Baseline and candidate timed alternately, in random order, in this process: machine drift hits both."""

@@ -1,0 +1,108 @@
+"""The browser runtime's checks can fail: a model onnxruntime-web refuses fails compatibility with the runtime's
+words, a slowed model fails its web latency budget, a larger one its download budget, while a small model passes
+them all; without a browser a config with web variants fails in one line, and one without never starts a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tinygate import browser, latency
+
+pytestmark = pytest.mark.slow
+
+if browser.missing():  # CI installs the browser (.ci/run): there, a missing one is a failure, not a skip
+    pytestmark = [pytestmark, pytest.mark.skipif(not os.environ.get("CI"), reason=browser.missing())]
+
+
+def conv_chain(path, depth: int, opset: int = 18, ir: int = 9) -> None:
+    """An ONNX model of `depth` 3x3 convolutions, 8 channels on 32x32, with random (incompressible) weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(depth)
+    nodes, inits, x = [], [], "x"
+    for i in range(depth):
+        inits.append(numpy_helper.from_array((rng.normal(size=(8, 8, 3, 3)) / 8).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"h{i}" if i < depth - 1 else "y"], pads=[1, 1, 1, 1]))
+        x = f"h{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.save(model, str(path))
+
+
+def config(tmp_path, models: dict[str, dict]) -> str:
+    np.savez(tmp_path / "eval.npz", inputs=np.random.default_rng(0).random((4, 8, 32, 32), dtype=np.float32))
+    text = f'[machines.here]\ncpu_model = "{latency.cpu_model()}"\n'
+    for name, spec in models.items():
+        conv_chain(tmp_path / f"{name}.onnx", spec["depth"], **spec.get("onnx", {}))
+        text += f"""
+[models.{name}]
+onnx = "{name}.onnx"
+task = "fidelity"
+input = {{ name = "x", shape = [1, 8, 32, 32] }}
+output = {{ name = "y" }}
+eval = {{ npz = "eval.npz" }}
+
+[models.{name}.variants.float]
+steps = []
+{spec.get("runtime", 'runtime = "web"')}
+machine = "here"
+budgets = {spec["budgets"]}
+"""
+    return text
+
+
+BUDGETS = '{ max_web_p50_ms = 0.7, max_download_s = { slow_3g = 1.0 } }'
+
+
+def test_a_small_model_passes_and_a_slowed_larger_one_fails_web_latency_and_download(tmp_path, run_gate):
+    """One convolution (2 KB) runs in about 0.15 ms in the page and downloads on slow 3G in 0.45 s; forty of them
+    (92 KB) take about 2.4 ms and 2.1 s: over both budgets, each failing in its own test."""
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {"small": {"depth": 1, "budgets": BUDGETS},
+                                                           "slowed": {"depth": 40, "budgets": BUDGETS}}))
+    run = run_gate(tmp_path / "gate.toml", "-m", "web")
+    assert run.returncode == 1, run.output
+    failed = {line.split("::")[1].split(" ")[0] for line in run.lines("FAILED model_tests/")}
+    assert failed == {"test_web_latency[slowed-float]", "test_download_time[slowed-float]"}, run.output
+    assert "is above the limit 0.7 ms" in run.line("slowed-float: median latency in the browser")
+    results = json.loads((run.reports / "results.json").read_text())
+    small, slowed = results["figures"]["small-float"], results["figures"]["slowed-float"]
+    assert small["web_p50_ms"] < 0.7 < slowed["web_p50_ms"]
+    checks = {(c["model"], c["check"]): c for c in results["checks"]}
+    download = checks[("slowed", "download_s_slow_3g")]
+    assert download["verdict"] == "fail" and "measured in Chromium under emulation" in download["note"]
+    measured = slowed["download_measured_s"]["slow_3g"]
+    assert abs(measured - slowed["download_s"]["slow_3g"]) < 0.25 * slowed["download_s"]["slow_3g"]  # emulation agrees
+    summary = (run.reports / "summary.md").read_text()
+    assert "## Download time per network profile (s)" in summary and (run.reports / "download_time.png").is_file()
+
+
+def test_a_model_the_web_runtime_refuses_fails_compatibility_with_its_words(tmp_path, run_gate):
+    """Opset 27: Python's ONNX Runtime 1.32 runs it, onnxruntime-web 1.30 refuses it. The failure is the web
+    runtime's own message, naming the opset, in one line; not a skip."""
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {"future": {"depth": 1, "onnx": {"opset": 27, "ir": 11},
+                                                                     "budgets": "{}"}}))
+    run = run_gate(tmp_path / "gate.toml", "-m", "web", "-k", "compatibility")
+    assert run.returncode == 1, run.output
+    assert run.lines("FAILED model_tests/test_web.py::test_web_compatibility[future-float]")
+    line = run.line("onnxruntime-web refuses the model")
+    assert "Opset 27" in line and "future.onnx" in line and "/mnt/" not in line
+
+
+def test_without_a_browser_web_variants_fail_in_one_line_and_other_configs_never_need_one(tmp_path, run_gate):
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {"small": {"depth": 1, "budgets": "{}"}}))
+    run = run_gate(tmp_path / "gate.toml", "-m", "web", "-k", "compatibility",
+                   env={"TINYGATE_CHROMIUM": str(tmp_path / "no-such-browser")})
+    assert run.returncode == 1, run.output
+    line = run.line("the web runtime needs a browser")
+    assert "no-such-browser is not a file" in line and "tinygate web-setup" in line
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {"small": {"depth": 1, "runtime": "", "budgets": "{}"}}))
+    run = run_gate(tmp_path / "gate.toml", "-m", "not latency",
+                   env={"TINYGATE_CHROMIUM": str(tmp_path / "no-such-browser")})
+    assert run.returncode == 0, run.output

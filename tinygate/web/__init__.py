@@ -1,0 +1,1 @@
+"""The page and the pinned npm package of tinygate.browser (data files, no code)."""
