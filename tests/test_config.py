@@ -151,6 +151,11 @@ BAD = [
     ("network_with_zero_bandwidth",
      ("[models.digits]", "[networks.dialup]\nkbit_s = 0\nlatency_ms = 100\n\n[models.digits]"),
      "networks.dialup", "kbit_s must be in"),
+    ("network_that_redefines_a_built_in",
+     ("[models.digits]", "[networks.slow_3g]\nkbit_s = 1e6\nlatency_ms = 0\n\n[models.digits]"),
+     "networks.slow_3g", "is a built-in profile"),
+    ("empty_download_budget", ('budgets = { max_size_ratio = 0.5 }', 'budgets = { max_download_s = {} }'),
+     "models.tinybeauty.variants.onnx_int8_dynamic.budgets.max_download_s", "is empty"),
 ]
 
 

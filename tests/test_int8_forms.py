@@ -60,3 +60,37 @@ def test_a_convinteger_model_is_said_to_be_slow_and_why_and_ops_matmul_keeps_con
         assert ("ConvInteger" in onnx_steps._op_types(path)) == says
     assert "ort_int8_static" in onnx_steps.why_slow(tmp_path / "all" / "model.onnx")
     assert onnx_steps.why_slow(src) is None
+
+
+def test_a_square_qoperator_matmul_weight_is_read_on_its_output_channel_axis(tmp_path):
+    """A per-channel QLinearMatMul weight of 8x8 has 8 scales along its columns: read along the rows (the first
+    dimension of that length), its error would be hundreds of times its bound."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from tinygate import quant_artifacts
+    from tinygate.artifacts import Artifact
+
+    rng = np.random.default_rng(0)
+    weight = (rng.normal(size=(8, 8)) * np.logspace(-2, 1, 8)).astype(np.float32)  # columns of very different ranges
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8])],
+                              [numpy_helper.from_array(weight, "w")])
+    src, out = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": rng.normal(size=(1, 8)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(src, out, Reader(), quant_format=QuantFormat.QOperator, per_channel=True)
+    assert "QLinearMatMul" in onnx_steps._op_types(out)
+    (tensor,) = quant_artifacts.read(Artifact("onnx", out, "x", ""), ["w"])
+    assert tensor.params.axis == 1
+    assert quant_artifacts.check_tensor(tensor, weight).within_bound

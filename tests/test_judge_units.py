@@ -26,6 +26,8 @@ TARGET = {
         "float": {"steps": [], "budgets": {"max_size_kb": 45, "min_accuracy_pct": 98}},
         "int8": {"steps": [{"step": "ort_int8_dynamic"}], "budgets": {"max_size_ratio": 0.4,
                                                                        "min_accuracy_pct": 97.5}},
+        "int8_web": {"steps": [{"step": "ort_int8_dynamic"}], "runtime": "web",
+                     "budgets": {"min_accuracy_pct": 97.5, "max_download_s": {"slow_3g": 2.0}}},
     }}},
     "regression": {"psnr_drop_db": 0.2},
 }
@@ -71,6 +73,16 @@ def test_an_unchanged_config_has_no_changes():
      True),
     ({"regression__psnr_drop_db": 5.0}, "regression.psnr_drop_db", "loosened", True),
     ({"regression__psnr_drop_db": None}, "regression.psnr_drop_db", "tightened", False),  # back to the default, 0.1
+    ({"models__digits__variants__int8_web__budgets__max_download_s": {"slow_3g": 9.0}},
+     "budgets.max_download_s.slow_3g", "loosened", True),
+    ({"models__digits__variants__int8_web__budgets__max_download_s": {"slow_3g": 1.0}},
+     "budgets.max_download_s.slow_3g", "tightened", False),
+    ({"models__digits__variants__int8_web__budgets__max_download_s": {"slow_3g": 2.0, "4g": 0.3}},
+     "budgets.max_download_s.4g", "check added", False),
+    ({"models__digits__variants__int8_web__budgets__max_download_s": {}}, "budgets.max_download_s.slow_3g",
+     "check removed", True),
+    ({"models__digits__variants__int8_web__runtime": None}, "variants.int8_web.runtime", "changed", True),
+    ({"networks": {"slow_3g_fast": {"kbit_s": 1e6, "latency_ms": 0}}}, "networks", "network profiles changed", True),
 ])
 def test_each_change_is_listed_and_a_loosening_needs_approval(edit, where, what, approval):
     found = [c for w, c in _changes(_candidate(**edit)).items() if w.endswith(where)]
@@ -282,3 +294,14 @@ def test_float_outputs_the_judge_cannot_reproduce_fail_the_export_check(copy, tm
     assert done.returncode == 1, done.stdout + done.stderr
     assert "does not compute what the pull request's build computed" in done.stdout
     assert "output 'logits':" in done.stdout
+
+
+def test_the_bundled_config_with_web_variants_and_download_tables_has_the_shape_of_a_config():
+    from tinygate.config import read_toml
+
+    path = Path(__file__).resolve().parents[1] / "gate.toml"
+    review.check_shape(read_toml(path), path)
+    with pytest.raises(GateError, match="must be a table of seconds per network profile"):
+        review.check_shape({"models": {"m": {"variants": {"v": {"budgets": {"max_download_s": {"slow_3g": "x"}}}}}}}
+                           | {"models": {"m": {"variants": {"v": {"budgets": {"max_download_s": {"a": True}}}}}}},
+                           path)

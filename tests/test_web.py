@@ -58,19 +58,21 @@ budgets = {spec["budgets"]}
     return text
 
 
-BUDGETS = '{ max_web_p50_ms = 0.7, max_download_s = { slow_3g = 1.0 } }'
+BUDGETS = '{ max_web_p50_ms = 0.7, max_web_p95_ms = 5, max_web_load_ms = LOAD, max_download_s = { slow_3g = 1.0 } }'
 
 
 def test_a_small_model_passes_and_a_slowed_larger_one_fails_web_latency_and_download(tmp_path, run_gate):
     """One convolution (2 KB) runs in about 0.15 ms in the page and downloads on slow 3G in 0.45 s; forty of them
     (92 KB) take about 2.4 ms and 2.1 s: over both budgets, each failing in its own test."""
-    (tmp_path / "gate.toml").write_text(config(tmp_path, {"small": {"depth": 1, "budgets": BUDGETS},
-                                                           "slowed": {"depth": 40, "budgets": BUDGETS}}))
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {
+        "small": {"depth": 1, "budgets": BUDGETS.replace("LOAD", "5000")},
+        "slowed": {"depth": 40, "budgets": BUDGETS.replace("LOAD", "0.001")}}))  # no session is created that fast
     run = run_gate(tmp_path / "gate.toml", "-m", "web")
     assert run.returncode == 1, run.output
     failed = {line.split("::")[1].split(" ")[0] for line in run.lines("FAILED model_tests/")}
     assert failed == {"test_web_latency[slowed-float]", "test_download_time[slowed-float]"}, run.output
-    assert "is above the limit 0.7 ms" in run.line("slowed-float: median latency in the browser")
+    line = run.line("slowed-float: median latency in the browser")  # every missed budget, in one line
+    assert "is above the limit 0.7 ms" in line and "session creation in the browser" in line
     results = json.loads((run.reports / "results.json").read_text())
     small, slowed = results["figures"]["small-float"], results["figures"]["slowed-float"]
     assert small["web_p50_ms"] < 0.7 < slowed["web_p50_ms"]
@@ -106,3 +108,63 @@ def test_without_a_browser_web_variants_fail_in_one_line_and_other_configs_never
     run = run_gate(tmp_path / "gate.toml", "-m", "not latency",
                    env={"TINYGATE_CHROMIUM": str(tmp_path / "no-such-browser")})
     assert run.returncode == 0, run.output
+
+
+NOISY = """
+import numpy as np
+import tinygate.browser
+
+run = tinygate.browser.Browser.run
+
+
+def noisy(self, *args, **kwargs):
+    return [out + np.float32(0.01) * np.abs(out).max() for out in run(self, *args, **kwargs)]
+
+
+tinygate.browser.Browser.run = noisy
+"""
+
+
+def test_web_outputs_that_differ_from_python_onnxruntime_fail_and_are_listed(tmp_path, run_gate):
+    """Outputs 1% of their range off in the browser (a plugin adds it): the web-vs-Python check fails, naming the
+    output and how far it is."""
+    (tmp_path / "noisy.py").write_text(NOISY)
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {"small": {"depth": 1, "budgets": "{}"}}))
+    run = run_gate(tmp_path / "gate.toml", "-k", "matches_onnxruntime", "-p", "noisy",
+                   env={"PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 1, run.output
+    line = run.line("small-float: web_vs_onnxruntime_sqnr_db")
+    assert "is not >= 60 dB" in line
+    checks = json.loads((run.reports / "results.json").read_text())["checks"]
+    (check,) = [c for c in checks if c["check"] == "web_vs_onnxruntime_sqnr_db"]
+    assert check["note"].startswith("outputs differing from Python's ONNX Runtime: y ")
+
+
+def forever(path) -> None:
+    """A model whose Loop runs 10^15 times: what a hostile file does to a runtime without a time limit."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph([helper.make_node("Identity", ["cond"], ["cond_out"]),
+                              helper.make_node("Add", ["acc", "acc"], ["acc_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("acc", TensorProto.FLOAT, [1, 8, 32, 32])],
+                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 8, 32, 32])])
+    graph = helper.make_graph([helper.make_node("Loop", ["n", "yes", "x"], ["y"], body=body)], "forever",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [helper.make_tensor("n", TensorProto.INT64, [], [10**15]),
+                               helper.make_tensor("yes", TensorProto.BOOL, [], [True])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+
+
+def test_a_model_that_never_ends_in_the_browser_is_stopped_at_the_call_limit(tmp_path, run_gate):
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {"forever": {"depth": 1, "budgets": "{}"}}))
+    forever(tmp_path / "forever.onnx")
+    run = run_gate(tmp_path / "gate.toml", "-k", "matches_onnxruntime", "--gate-max-call-seconds=3")
+    assert run.returncode == 1, run.output
+    line = run.line("ran past 3 s in the browser and was stopped (--gate-max-call-seconds)")
+    assert "forever.onnx: ort-web-wasm" in line
+

@@ -1,16 +1,22 @@
 """ONNX Runtime Web in headless Chromium: an ONNX artifact served over http from 127.0.0.1, loaded by
 onnxruntime-web's WebAssembly build in a real browser page, run, timed and downloaded under network emulation.
 
-The browser is Debian's (or any) Chromium driven by Playwright; onnxruntime-web comes from npm, pinned by the
-lock file in tinygate/web/. `tinygate web-setup` installs both; nothing is downloaded at run time.
+The browser is Debian's (or any) Chromium, started here and driven by Playwright over the DevTools protocol, so
+that a call running past --gate-max-call-seconds is stopped by killing it. onnxruntime-web comes from npm, pinned
+by the lock file in tinygate/web/. `tinygate web-setup` installs both; nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import http.server
 import os
+import secrets
 import shutil
+import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +29,12 @@ BACKEND = "ort-web-wasm"
 HERE = Path(__file__).parent / "web"
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 SETUP = "install them with `tinygate web-setup` (Chromium from Debian's packages, onnxruntime-web from npm)"
+START_SECONDS = 60.0  # Chromium's start and the page's load of onnxruntime-web
 
 
 @dataclass(frozen=True)
 class Network:
-    """A network profile: download bandwidth and round-trip latency, as Chrome DevTools emulates them."""
+    """A network profile: download bandwidth and round-trip latency, as DevTools network emulation takes them."""
 
     name: str
     kbit_s: float
@@ -81,20 +88,50 @@ def missing() -> str | None:
     return f"the web runtime needs a browser: {'; '.join(lacking)}; {SETUP}" if lacking else None
 
 
+@functools.cache
+def runtime_digest() -> str:
+    """What the web runtime's results depend on besides the model: onnxruntime-web's files and the page. Part of
+    every web artifact's digest, so an upgrade never reuses old scores."""
+    h = hashlib.sha256((HERE / "page.html").read_bytes())
+    for name in ORT_FILES:
+        path = ort_web_dir() / name
+        h.update(name.encode() + (hashlib.sha256(path.read_bytes()).digest() if path.is_file() else b"absent"))
+    return h.hexdigest()
+
+
 class _Server(http.server.ThreadingHTTPServer):
+    """Serves the page, onnxruntime-web, models and inputs under a random per-run prefix to the browser only (the
+    Host header must be this server's), and takes back the outputs the page posts, only those expected, capped."""
+
     daemon_threads = True
 
     def __init__(self) -> None:
+        self.prefix = f"/{secrets.token_hex(16)}"
         self.files: dict[str, tuple[bytes, str, bool]] = {}  # path -> (body, content type, gzip-encoded)
-        self.posted: dict[str, bytes] = {}  # path -> body: the outputs the page sends back
+        self.expected: dict[str, int] = {}  # output path -> largest body accepted
+        self.posted: dict[str, bytes] = {}
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.host = f"127.0.0.1:{self.server_address[1]}"
 
-    def serve(self, path: str, body: bytes, content_type: str, compress: bool = False) -> None:
-        self.files[path] = (gzip.compress(body, 9, mtime=0) if compress else body, content_type, compress)
+    def serve(self, path: str, body: bytes, content_type: str, compress: bool = False) -> str:
+        self.files[self.prefix + path] = (gzip.compress(body, 9, mtime=0) if compress else body, content_type,
+                                          compress)
+        return self.prefix + path
+
+    def drop(self, path: str) -> None:
+        self.files.pop(self.prefix + path, None)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    def _foreign(self) -> bool:
+        if self.headers.get("Host") != self.server.host:
+            self.send_error(403)
+            return True
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self._foreign():
+            return
         found = self.server.files.get(self.path.split("?")[0])
         if found is None:
             self.send_error(404)
@@ -104,7 +141,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
-        # cross-origin isolation: SharedArrayBuffer for threads, and fine-grained performance.now() for timing
+        # cross-origin isolation: fine-grained performance.now() for timing (and SharedArrayBuffer for threads)
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
         self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         if compressed:
@@ -113,8 +150,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        if not self.path.startswith("/out/") or length > 1 << 31:
+        if self._foreign():
+            return
+        cap = self.server.expected.pop(self.path, None)
+        try:
+            length = int(self.headers.get("Content-Length", "-1"))
+        except ValueError:
+            length = -1
+        if cap is None or not 0 <= length <= cap:
             self.send_error(400)
             return
         self.server.posted[self.path] = self.rfile.read(length)
@@ -125,139 +168,241 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _feeds(server: _Server, names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> list[dict]:
-    """Input tensors as the page takes them: name, shape, and where to fetch their float32 bytes."""
-    feeds = []
-    for i, (name, x) in enumerate(zip(names, inputs, strict=True)):
-        server.serve(f"/in/{i}", np.ascontiguousarray(x, np.float32).tobytes(), "application/octet-stream")
-        feeds.append({"name": name, "dims": list(x.shape), "src": f"/in/{i}"})
-    return feeds
-
-
 class Browser:
-    """One headless Chromium page with onnxruntime-web loaded, a session per model.
+    """One headless Chromium page with onnxruntime-web loaded, one model session at a time.
 
         with Browser() as web:
-            web.load(path)                          # {"create_ms": ..., ...}
-            outputs = web.run(path, (x,), ("image",))   # numpy arrays, in the model's output order
+            web.load(path, digest)                              # {"create_ms": ..., ...}
+            outputs = web.run(path, digest, (x,), ("image",))   # numpy arrays, in the model's output order
     """
 
-    def __init__(self, threads: int = 1) -> None:
-        self.threads = threads
+    threads = 1  # WebAssembly threads need cross-origin isolation, which many sites lack: one, as most users get
+    KEEP_BYTES = 512 << 20  # outputs kept per process: quality, fidelity and the web-vs-Python check share them
+
+    def __init__(self) -> None:
         self._server: _Server | None = None
+        self._proc: subprocess.Popen | None = None
+        self._profile: tempfile.TemporaryDirectory | None = None
         self._pw = self._browser = self.page = None
-        self._urls: list[tuple] = []  # models served, by index: (path, size, mtime)
-        self._loaded: set[str] = set()
-        self._outputs: dict[tuple, list[np.ndarray]] = {}  # (model url, input hash) -> outputs: quality, fidelity and
-        self._kept = 0  # the web-vs-Python check each run the same inputs; up to KEEP_BYTES are kept, not rerun
+        self._current: tuple[str, str] | None = None  # (digest, url) of the model whose session the page holds
+        self._outputs: dict[tuple, list[np.ndarray]] = {}  # (model digest, input hash) -> outputs
+        self._kept = 0
+        self.version = ""
 
     def __enter__(self) -> Browser:
         problem = missing()
         if problem:
             raise GateError(BACKEND, None, problem)
+        try:
+            self._start()
+        except GateError:
+            self.__exit__(None, None, None)
+            raise
+        except Exception as exc:
+            self.__exit__(None, None, None)
+            raise GateError(chromium_path(), BACKEND, f"the browser did not start: {_message(exc)}") from None
+        return self
+
+    def _start(self) -> None:
         from playwright.sync_api import sync_playwright
 
         self._server = _Server()
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self._server.serve("/", (HERE / "page.html").read_bytes(), "text/html")
+        html = (HERE / "page.html").read_bytes().replace(b"/PREFIX", self._server.prefix.encode())
+        page = self._server.serve("/", html, "text/html")
         for name in ORT_FILES:
             kind = "text/javascript" if name.endswith(".mjs") else "application/wasm"
             self._server.serve(f"/ort/{name}", (ort_web_dir() / name).read_bytes(), kind)
+        self._profile = tempfile.TemporaryDirectory(prefix="tinygate-chromium-")
+        args = [str(chromium_path()), "--headless=new", "--remote-debugging-port=0", "--no-first-run",
+                "--disable-dev-shm-usage", f"--user-data-dir={self._profile.name}", "about:blank"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox
+            args.insert(1, "--no-sandbox")
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        endpoint = self._endpoint()
         self._pw = sync_playwright().start()
-        args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # root: no sandbox
-        self._browser = self._pw.chromium.launch(executable_path=str(chromium_path()), headless=True, args=args)
-        self.page = self._browser.new_page()
-        self.page.goto(self.url("/"))
-        self.page.wait_for_function("window.tinygateReady === true", timeout=30_000)
-        return self
+        self._browser = self._pw.chromium.connect_over_cdp(endpoint, timeout=START_SECONDS * 1000)
+        context = self._browser.contexts[0] if self._browser.contexts else self._browser.new_context()
+        self.page = context.new_page()
+        self.page.goto(f"http://{self._server.host}{page}")
+        self.page.wait_for_function("window.tinygateReady === true", timeout=START_SECONDS * 1000)
+        self.version = self.page.evaluate("window.tinygate.version")
+        self._warm()
+
+    def _endpoint(self) -> str:
+        """The DevTools websocket Chromium prints on start, or a GateError with what it printed instead."""
+        said: list[str] = []
+        timer = threading.Timer(START_SECONDS, self._proc.kill)
+        timer.start()
+        try:
+            for line in self._proc.stderr:
+                said.append(line.strip())
+                if line.startswith("DevTools listening on "):
+                    threading.Thread(target=self._proc.stderr.read, daemon=True).start()  # drain, never block it
+                    return line.split(" on ", 1)[1].strip()
+        finally:
+            timer.cancel()
+        last = next((s for s in reversed(said) if s), f"exit status {self._proc.wait()}")
+        raise GateError(chromium_path(), BACKEND, f"the browser did not start: {last}")
+
+    def _warm(self) -> None:
+        """Create and drop one session of a one-op model, so the first model's session creation is not also
+        WebAssembly's start-up (hundreds of ms that a model's own load time must not include)."""
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "warm",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+        url = self._server.serve("/warm.onnx", model.SerializeToString(), "application/octet-stream")
+        self._evaluate("([url, threads]) => window.tinygate.load(url, threads)", [url, self.threads], "warm-up")
+        self._evaluate("(url) => window.tinygate.release(url)", url, "warm-up")
 
     def __exit__(self, *exc) -> None:
         for close in (getattr(self._browser, "close", None), getattr(self._pw, "stop", None),
-                      getattr(self._server, "shutdown", None), getattr(self._server, "server_close", None)):
+                      getattr(self._proc, "kill", None), getattr(self._proc, "wait", None),
+                      getattr(self._server, "shutdown", None), getattr(self._server, "server_close", None),
+                      getattr(self._profile, "cleanup", None)):
             if close is not None:
-                close()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+                try:
+                    close()
+                except Exception:  # closing what is half started or already gone: go on with the rest
+                    pass
+        self._browser = self._pw = self._proc = self._server = self._profile = None
 
     @property
-    def version(self) -> str:
-        return self.page.evaluate("window.tinygate.version")
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
-    def load(self, model: Path) -> dict:
-        """Serve the model and create a session from it in the page (again if it was loaded before: a fresh session,
-        its creation timed). A model the web runtime refuses raises a GateError with the runtime's own message (the op
-        or type it names)."""
+    def _evaluate(self, script: str, arg, what: str):
+        """page.evaluate under --gate-max-call-seconds: past it the browser is killed (a model looping in WebAssembly
+        cannot be interrupted otherwise) and a GateError names the limit."""
+        from tinygate.safety import max_call_seconds
+
+        limit = max_call_seconds()
+        fired = threading.Event()
+
+        def stop() -> None:
+            fired.set()
+            self._proc.kill()
+
+        timer = threading.Timer(limit, stop)
+        timer.start()
+        try:
+            return self.page.evaluate(script, arg)
+        except Exception:
+            if fired.is_set():
+                raise GateError(what, BACKEND, f"ran past {limit:g} s in the browser and was stopped "
+                                               "(--gate-max-call-seconds)") from None
+            raise
+        finally:
+            timer.cancel()
+
+    def load(self, model: Path, digest: str) -> dict:
+        """Serve the model and create a session from it in the page (a fresh one, its creation timed), releasing
+        the previous model's. A model the web runtime refuses raises a GateError with the runtime's own message
+        (the op, opset or type it names)."""
         from tinygate.safety import onnx_files
 
         if onnx_files(model) != [model]:
             raise GateError(model, BACKEND, "keeps weights in external data files; the web runtime here loads "
                                             "single-file models")
-        url = self._serve_model(model)
+        self._check_inputs(model)
+        if self._current is not None:
+            self._evaluate("(url) => window.tinygate.release(url)", self._current[1], model)
+            self._server.files.pop(self._current[1], None)
+            self._current = None
+        url = self._server.serve(f"/models/{digest}.onnx", model.read_bytes(), "application/octet-stream")
         try:
-            return self.page.evaluate("([url, threads]) => window.tinygate.load(url, threads)", [url, self.threads])
+            info = self._evaluate("([url, threads]) => window.tinygate.load(url, threads)", [url, self.threads], model)
+        except GateError:
+            raise
         except Exception as exc:
             raise GateError(model, BACKEND, f"onnxruntime-web refuses the model: {_message(exc)}") from None
-        finally:
-            self._loaded.add(url)
+        self._current = (digest, url)
+        return info
 
-    def _serve_model(self, model: Path) -> str:
-        """The model's url in the page: one per file and version (its size and modification time)."""
-        stat = model.stat()
-        identity = (model.resolve(), stat.st_size, stat.st_mtime_ns)
-        if identity not in self._urls:
-            self._urls.append(identity)
-            self._server.serve(f"/models/{len(self._urls) - 1}.onnx", model.read_bytes(), "application/octet-stream")
-        return f"/models/{self._urls.index(identity)}.onnx"
+    @staticmethod
+    def _check_inputs(model: Path) -> None:
+        import onnx
 
-    KEEP_BYTES = 512 << 20
+        graph = onnx.load(str(model), load_external_data=False).graph
+        weights = {t.name for t in graph.initializer}
+        for i in graph.input:
+            if i.name not in weights and i.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+                kind = onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower()
+                raise GateError(model, f"input {i.name}", f"is {kind}; the web backend feeds float32 inputs only")
 
-    def run(self, model: Path, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list[np.ndarray]:
+    def run(self, model: Path, digest: str, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list[np.ndarray]:
         """Every output of the model on one set of inputs, computed in the page (once per process for the same
         inputs, while the outputs kept stay under KEEP_BYTES)."""
-        import hashlib
-
-        url = self._serve_model(model)
-        key = (url, hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() + str(x.shape).encode()
-                                            for x in inputs)).hexdigest())
+        key = (digest, hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() + str(x.shape).encode()
+                                               for x in inputs)).hexdigest())
         if key not in self._outputs:
-            arrays = self._run(url, model, inputs, names)
+            arrays = self._run(model, digest, inputs, names)
             self._kept += sum(a.nbytes for a in arrays)
-            if self._kept <= self.KEEP_BYTES:
-                self._outputs[key] = arrays
-            return [a.copy() for a in arrays]
+            if self._kept > self.KEEP_BYTES:
+                return arrays
+            self._outputs[key] = arrays
         return [a.copy() for a in self._outputs[key]]
 
-    def _run(self, url: str, model: Path, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list[np.ndarray]:
-        if url not in self._loaded:
-            self.load(model)
+    def _run(self, model: Path, digest: str, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list:
+        if self._current is None or self._current[0] != digest:
+            self.load(model, digest)
+        outputs = self._session_outputs(model)
+        posts = [f"{self._server.prefix}/out/{i}" for i in range(len(outputs))]
+        for path, (_, shape) in zip(posts, outputs, strict=True):  # 8 bytes an element: int64 outputs are said too
+            known = shape and all(d > 0 for d in shape)
+            self._server.expected[path] = 8 * int(np.prod(shape)) if known else 1 << 31
         try:
-            outputs = self.page.evaluate("([url, inputs]) => window.tinygate.run(url, inputs)",
-                                         [url, _feeds(self._server, names, inputs)])
+            described = self._evaluate("([url, inputs, posts]) => window.tinygate.run(url, inputs, posts)",
+                                       [self._current[1], self._feeds(names, inputs), posts], model)
+        except GateError:
+            raise
         except Exception as exc:
             raise GateError(model, BACKEND, f"onnxruntime-web failed to run the model: {_message(exc)}") from None
+        finally:
+            for path in posts:
+                self._server.expected.pop(path, None)
         arrays = []
-        for i, out in enumerate(outputs):
-            if out["type"] != "float32":
-                raise GateError(model, f"output {out['name']}",
-                                f"is {out['type']} in the web runtime; the gate compares float32 outputs")
-            body = self._server.posted.pop(f"/out/{i}")
+        for path, out in zip(posts, described, strict=True):
+            body = self._server.posted.pop(path, None)
+            if out["type"] != "float32" or body is None:
+                why = f"is {out['type']} in the web runtime; the gate compares float32 outputs" if body is not None \
+                    else "was not received from the page"
+                raise GateError(model, f"output {out['name']}", why)
             arrays.append(np.frombuffer(body, np.float32).reshape(out["dims"]).copy())
         return arrays
 
-    def times_ms(self, model: Path, inputs: tuple[np.ndarray, ...], names: tuple[str, ...], warmup: int,
-                 rounds: int) -> np.ndarray:
+    @staticmethod
+    def _session_outputs(model: Path) -> list[tuple[str, list]]:
+        """Each graph output's name and declared shape (symbolic dimensions as 0), for the size cap of its post."""
+        import onnx
+
+        graph = onnx.load(str(model), load_external_data=False).graph
+        return [(o.name, [d.dim_value for d in o.type.tensor_type.shape.dim]) for o in graph.output]
+
+    def _feeds(self, names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> list[dict]:
+        """Input tensors as the page takes them: name, shape, and where to fetch their float32 bytes."""
+        feeds = []
+        for i, (name, x) in enumerate(zip(names, inputs, strict=True)):
+            src = self._server.serve(f"/in/{i}", np.ascontiguousarray(x, np.float32).tobytes(),
+                                     "application/octet-stream")
+            feeds.append({"name": name, "dims": list(x.shape), "src": src})
+        return feeds
+
+    def times_ms(self, model: Path, digest: str, inputs: tuple[np.ndarray, ...], names: tuple[str, ...],
+                 warmup: int, rounds: int) -> np.ndarray:
         """Per-call inference times (ms) measured in the page: performance.now() around session.run."""
-        url = self._serve_model(model)
-        if url not in self._loaded:
-            self.load(model)
-        return np.array(self.page.evaluate("([url, f, w, r]) => window.tinygate.time(url, f, w, r)",
-                                           [url, _feeds(self._server, names, inputs), warmup, rounds]))
+        if self._current is None or self._current[0] != digest:
+            self.load(model, digest)
+        return np.array(self._evaluate("([url, f, w, r]) => window.tinygate.time(url, f, w, r)",
+                                       [self._current[1], self._feeds(names, inputs), warmup, rounds], model))
 
     def download_s(self, model: Path, network: Network) -> tuple[float, int]:
         """Seconds to fetch the model gzip-encoded under Chrome's network emulation of the profile (cache off), and
         the bytes on the wire."""
-        self._server.serve("/download.onnx", model.read_bytes(), "application/octet-stream", compress=True)
+        url = self._server.serve("/download.onnx", model.read_bytes(), "application/octet-stream", compress=True)
         cdp = self.page.context.new_cdp_session(self.page)
         cdp.send("Network.enable")
         cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
@@ -265,39 +410,56 @@ class Browser:
             "offline": False, "latency": network.latency_ms, "downloadThroughput": network.kbit_s * 1000 / 8,
             "uploadThroughput": network.kbit_s * 1000 / 8})
         try:
-            got = self.page.evaluate("(url) => window.tinygate.download(url)", "/download.onnx")
+            got = self._evaluate("(url) => window.tinygate.download(url)", url, model)
         finally:
-            cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
-                                                          "uploadThroughput": -1})
-            cdp.detach()
-        return got["ms"] / 1000, len(self._server.files["/download.onnx"][0])
+            if self.alive:
+                cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                              "downloadThroughput": -1, "uploadThroughput": -1})
+                cdp.detach()
+        wire = len(self._server.files[url][0])
+        self._server.drop("/download.onnx")
+        return got["ms"] / 1000, wire
 
 
 _shared: Browser | None = None
+_failed: GateError | None = None
 
 
-def shared(threads: int = 1) -> Browser:
-    """The process's one browser, started on first use and closed at exit."""
-    global _shared
-    if _shared is None or _shared.threads != threads:
-        if _shared is not None:
-            _shared.__exit__(None, None, None)
-        _shared = Browser(threads).__enter__()
+def shared() -> Browser:
+    """The process's one browser, started on first use and closed at exit; one that failed to start is not tried
+    again (every web check repeats its one line), and one that was stopped is started afresh."""
+    global _shared, _failed
+    if _failed is not None:
+        raise _failed
+    if _shared is not None and not _shared.alive:
+        _shared.__exit__(None, None, None)
+        _shared = None
+    if _shared is None:
+        try:
+            _shared = Browser().__enter__()
+        except GateError as exc:
+            _failed = exc
+            raise
         import atexit
 
-        atexit.register(_shared.__exit__, None, None, None)
+        atexit.register(_close)
     return _shared
 
 
+def _close() -> None:
+    if _shared is not None:
+        _shared.__exit__(None, None, None)
+
+
 def web_artifact(art):
-    """The ONNX artifact as the web runtime runs it: the same file, marked, under a digest of its own (so its scores
-    are never the Python runtime's)."""
+    """The ONNX artifact as the web runtime runs it: the same file, marked, under a digest of its own that covers
+    onnxruntime-web and the page (so its scores are never the Python runtime's, nor an older web runtime's)."""
     from dataclasses import replace
 
     from tinygate.cache import key_of
 
     return replace(art, meta=(*art.meta, ("runtime", "web"), ("native", art.digest)),
-                   digest=key_of(web=art.digest, runtime=BACKEND))
+                   digest=key_of(web=art.digest, runtime=BACKEND, version=runtime_digest()))
 
 
 def native_artifact(art):
@@ -310,15 +472,16 @@ def native_artifact(art):
 
 
 def runner_all(art, threads: int = 1):
-    """A function from input arrays to every output, computed by onnxruntime-web in the shared page."""
+    """A function from input arrays to every output, computed by onnxruntime-web in the shared page (one thread
+    whatever `threads` asks: Browser.threads)."""
     import onnx
 
     graph = onnx.load(str(art.path), load_external_data=False).graph
     weights = {t.name for t in graph.initializer}
     names = tuple(i.name for i in graph.input if i.name not in weights)
-    web = shared(threads)
-    web.load(art.path)
-    return lambda *xs: web.run(art.path, xs, names)
+    web = shared()
+    web.load(art.path, art.digest)
+    return lambda *xs: shared().run(art.path, art.digest, xs, names)
 
 
 def _message(exc: Exception) -> str:
@@ -331,3 +494,4 @@ def _message(exc: Exception) -> str:
     text = re.sub(r"ERROR_MESSAGE: \S+:\d+ [^(]*\([^)]*\) ", "ERROR_MESSAGE: ", text)
     text = " ".join(text.split())
     return text if len(text) <= 600 else text[:597] + "..."
+

@@ -203,10 +203,6 @@ def _change(a: object, b: object) -> str:
     return f"{b - a:+.4g}{pct}"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _web_setup(args: argparse.Namespace, _: list[str]) -> int:
     import os
     import shutil
@@ -219,7 +215,9 @@ def _web_setup(args: argparse.Namespace, _: list[str]) -> int:
             print(f"tinygate web-setup: {' '.join(apt)}", flush=True)
             if subprocess.call(apt, stdout=subprocess.DEVNULL) != 0:
                 subprocess.call(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
-                subprocess.check_call(apt, stdout=subprocess.DEVNULL)
+                if subprocess.call(apt, stdout=subprocess.DEVNULL) != 0:
+                    raise GateError("apt-get", None, f"could not install Chromium: {' '.join(apt)} failed (its "
+                                                     "output is above)")
         else:
             raise GateError("chromium", None, f"not found: install it (Debian/Ubuntu: sudo {' '.join(apt)}), or set "
                                               "TINYGATE_CHROMIUM to a Chromium or Chrome binary; then run this again")
@@ -231,10 +229,15 @@ def _web_setup(args: argparse.Namespace, _: list[str]) -> int:
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(browser.HERE / name, home / name)
     print(f"tinygate web-setup: npm ci in {home} (onnxruntime-web, pinned by tinygate's lock file)", flush=True)
-    subprocess.check_call([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=home)
+    if subprocess.call([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], cwd=home):
+        raise GateError(home, None, "npm ci failed (its output is above): the npm registry must be reachable")
     problem = browser.missing()
     if problem:
         raise GateError("web-setup", None, problem)
     print(f"tinygate web-setup: ready: {browser.chromium_path()}, onnxruntime-web in {browser.ort_web_dir()}")
     return 0
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -252,6 +252,11 @@ def _networks(r: _Reader, raw: Any) -> dict[str, Any]:
 
     found = dict(NETWORKS)
     for name, body in (r.named(raw, "networks") if raw else {}).items():
+        if name in NETWORKS:  # a budget named slow_3g must mean slow 3G in every config
+            raise r.fail(f"networks.{name}", f"is a built-in profile ({NETWORKS[name].kbit_s:g} kbit/s, "
+                                             f"{NETWORKS[name].latency_ms:g} ms); name yours otherwise")
+        if not NAME.match(name):
+            raise r.fail(f"networks.{name}", "network names are lower-case letters, digits and underscores")
         body = r.table(body, f"networks.{name}", {"kbit_s", "latency_ms"}, set())
         kbit, lat = (r.typed(body[k], f"networks.{name}.{k}", float) for k in ("kbit_s", "latency_ms"))
         if not (0 < kbit <= 1e7 and 0 <= lat <= 60_000):
@@ -503,6 +508,8 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         kind = spec.produces
     budgets_raw = r.table(body["budgets"], f"{key}.budgets", set(), set(BUDGETS) | {"max_download_s"})
     download = {}
+    if budgets_raw.get("max_download_s", None) == {}:
+        raise r.fail(f"{key}.budgets.max_download_s", "is empty: name a network profile, e.g. { slow_3g = 30 }")
     for profile, value in r.typed(budgets_raw.pop("max_download_s", {}), f"{key}.budgets.max_download_s", dict).items():
         download[profile] = r.typed(value, f"{key}.budgets.max_download_s.{profile}", float)
         if not 0 < download[profile] <= 86_400:

@@ -6,6 +6,9 @@ weights, data or tools always re-evaluate, and an unchanged run reads its scores
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +35,34 @@ class Scores:
         return self.values[name]
 
 
+@contextlib.contextmanager
+def all_cores(threads: int):
+    """Evaluation is not timed, so it runs on every core (at least --gate-threads); timing keeps --gate-threads.
+    Yields the thread count; torch's global setting (the MIL interpreter's convolutions use it) is put back."""
+    n = max(threads, os.cpu_count() or 1)
+    torch = sys.modules.get("torch")  # not imported: a torch runner imports it and sets n itself
+    before = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch and before is not None:
+            torch.set_num_threads(before)
+
+
 def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
     """The artifact's first output on every sample, concatenated along the batch."""
-    run = runner(art, threads)
-    return np.concatenate([run(*data.sample(i)) for i in range(len(data))])
+    with all_cores(threads) as n:
+        run = runner(art, n)
+        return np.concatenate([run(*data.sample(i)) for i in range(len(data))])
 
 
 def outputs_all(art: Artifact, data: Dataset, threads: int) -> list[np.ndarray]:
     """Every output of the artifact on every sample, each concatenated along the batch, in output order."""
-    run = runner_all(art, threads)
-    per_sample = [run(*data.sample(i)) for i in range(len(data))]
+    with all_cores(threads) as n:
+        run = runner_all(art, n)
+        per_sample = [run(*data.sample(i)) for i in range(len(data))]
     return [np.concatenate(outs) for outs in zip(*per_sample, strict=True)]
 
 
@@ -104,19 +125,20 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     def build(out: Path) -> None:
         if progress is not None:
             progress(f"comparing with the float model on {len(data)} inputs ({backend_name(art.kind, art.meta)})")
-        run, run_ref = runner_all(art, threads), runner_all(reference, threads)
         acc = [fidelity_.Accumulator(name, model.class_axis) for name in model.output_names]
-        for i in range(len(data)):
-            xs = data.sample(i)
-            mine, ref = run(*xs), run_ref(*xs)
-            if len(mine) != len(acc) or len(ref) != len(acc):
-                raise GateError(art.path, None, f"returns {len(mine)} outputs and the float model {len(ref)}, but "
-                                                f"models.{model.name}.output names {len(acc)}")
-            for a, r, m in zip(acc, ref, mine, strict=True):
-                if r.shape != m.shape:
-                    raise GateError(art.path, a.name, f"output shape {m.shape} differs from the float model's "
-                                                      f"{r.shape}")
-                a.add(r, m)
+        with all_cores(threads) as n:
+            run, run_ref = runner_all(art, n), runner_all(reference, n)
+            for i in range(len(data)):
+                xs = data.sample(i)
+                mine, ref = run(*xs), run_ref(*xs)
+                if len(mine) != len(acc) or len(ref) != len(acc):
+                    raise GateError(art.path, None, f"returns {len(mine)} outputs and the float model {len(ref)}, "
+                                                    f"but models.{model.name}.output names {len(acc)}")
+                for a, r, m in zip(acc, ref, mine, strict=True):
+                    if r.shape != m.shape:
+                        raise GateError(art.path, a.name, f"output shape {m.shape} differs from the float model's "
+                                                          f"{r.shape}")
+                    a.add(r, m)
         (out / "fidelity.json").write_text(json.dumps([a.result().__dict__ for a in acc]))
 
     entry = cache.get_or_build(key, build)

@@ -113,14 +113,15 @@ class VariantRun:
         """The float model, then what each configured step made of the one before, in order (from the bundle
         when judging one)."""
         if self.gate.bundle is not None:
-            return self.gate.once(("bundle", self.variant.id), self._judged_chain)
-        chain = [self.float_artifact()]
-        for step in self.variant.steps:
-            chain.append(self.gate.apply(chain[-1], step, self.variant))
+            chain = list(self.gate.once(("bundle", self.variant.id), self._judged_chain))
+        else:
+            chain = [self.float_artifact()]
+            for step in self.variant.steps:
+                chain.append(self.gate.apply(chain[-1], step, self.variant))
         if self.variant.runtime == "web":  # the same file, run by another runtime: scored under its own digest
             from tinygate.browser import web_artifact
 
-            chain[-1] = web_artifact(chain[-1])
+            chain[-1] = self.gate.once(("web", chain[-1].digest), lambda: web_artifact(chain[-1]))
         return chain
 
     def _judged_chain(self) -> list[Artifact]:
@@ -145,7 +146,7 @@ class VariantRun:
 
     def float_artifact(self) -> Artifact:
         if self.gate.bundle is not None:
-            return self.chain()[0]
+            return self.gate.once(("bundle", self.variant.id), self._judged_chain)[0]
         return pipeline.float_artifact(self.model)
 
     def artifact(self) -> Artifact:
@@ -155,8 +156,9 @@ class VariantRun:
             rec.hashes[vid] = art.digest
             wire = art.transfer_bytes()
             rec.figure(vid, model=self.variant.model, variant=self.variant.name, backend=self.variant.backend,
-                       size_kb=art.disk_bytes() / 1000, transfer_kb=wire / 1000,
-                       download_s={n: net.seconds(wire) for n, net in self.gate.config.networks.items()})
+                       size_kb=art.disk_bytes() / 1000, transfer_kb=wire / 1000)
+            if any(v.runtime == "web" or v.max_download_s for v in self.gate.config.variants):  # a browser config
+                rec.figure(vid, download_s={n: net.seconds(wire) for n, net in self.gate.config.networks.items()})
             rec.artifacts[vid] = {"kind": art.kind, "path": str(art.path), "digest": art.digest,
                                   "factory": art.factory, "meta": [list(m) for m in art.meta],
                                   "bytes": art.disk_bytes()}

@@ -112,6 +112,21 @@ def _match(stored_base: str, float_names: list[str]) -> str | None:
     return flat.get(stored_base)
 
 
+def _qoperator_axes(graph) -> dict[str, int]:
+    """The per-channel axis of each weight a QOperator node takes: QLinearConv's output channels (0), QLinearMatMul's
+    columns (1), QGemm's by transB. A square weight's scale length alone cannot tell."""
+    axes = {}
+    for n in graph.node:
+        if n.op_type == "QLinearConv" and len(n.input) > 3:
+            axes[n.input[3]] = 0
+        elif n.op_type == "QLinearMatMul" and len(n.input) > 3:
+            axes[n.input[3]] = 1
+        elif n.op_type == "QGemm" and len(n.input) > 3:
+            trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
+            axes[n.input[3]] = 0 if trans_b else 1
+    return axes
+
+
 def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> list[QuantizedTensor]:
     import onnx
     from onnx import numpy_helper
@@ -122,6 +137,7 @@ def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> l
     # QOperator form: an int32 bias has no scale of its own; it is the input's scale times the weight's
     biases = {n.input[bias]: (n.input[1], n.input[4]) for n in model.graph.node
               for op, bias in (("QLinearConv", 8), ("QGemm", 6)) if n.op_type == op and len(n.input) > bias}
+    axes = _qoperator_axes(model.graph)
     out = []
     for name, q in list(inits.items()):
         if not name.endswith("_quantized"):
@@ -144,9 +160,9 @@ def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> l
         axis = None
         if scale.size > 1:
             axis = axis_attr
-            if axis is None:  # dynamic per-channel: the one dimension of the scale's length
+            if axis is None:  # QOperator: the consuming op's output-channel axis; else the dimension of its length
                 dims = [d for d, n in enumerate(q.shape) if n == scale.size]
-                axis = dims[0]
+                axis = axes.get(name, dims[0])
         info = np.iinfo(q.dtype)
         params = quant.QParams(scale.ravel(), zero.ravel(), int(info.min), int(info.max), axis)
         out.append(QuantizedTensor(float_name, name, "affine", quant.dequantize(q, params).astype(np.float64),

@@ -59,6 +59,8 @@ def changes(target: dict, candidate: dict) -> list[Change]:
             found.append(Change(f"regression.{k}", f"{'loosened' if looser else 'tightened'} {old} -> {new}", looser))
     if target.get("machines", {}) != candidate.get("machines", {}):
         found.append(Change("machines", "machine profiles changed (they decide where latency limits hold)", True))
+    if target.get("networks", {}) != candidate.get("networks", {}):
+        found.append(Change("networks", "network profiles changed (they decide what download times are)", True))
     if target.get("steps", {}) != candidate.get("steps", {}):
         found.append(Change("steps", "user steps changed (they ran in the pull request's build only)", False))
     return found
@@ -93,6 +95,17 @@ def _model_changes(key: str, tm: dict, cm: dict) -> list[Change]:
                 found.append(Change(bk, f"check removed (was {tb[b]})", True))
             elif b not in tb:
                 found.append(Change(bk, f"check added: {cb[b]}", False))
+            elif isinstance(tb[b], dict) and isinstance(cb[b], dict):  # max_download_s: seconds per profile
+                for p in sorted(set(tb[b]) | set(cb[b])):
+                    old, new = tb[b].get(p), cb[b].get(p)
+                    if new is None:
+                        found.append(Change(f"{bk}.{p}", f"check removed (was {old})", True))
+                    elif old is None:
+                        found.append(Change(f"{bk}.{p}", f"check added: {new}", False))
+                    elif old != new:
+                        looser = _looser(old, new, higher_is_looser=True)
+                        found.append(Change(f"{bk}.{p}", f"{'loosened' if looser else 'tightened'} {old} -> {new}",
+                                            looser))
             elif tb[b] != cb[b]:
                 spec = BUDGETS.get(b)
                 looser = _looser(tb[b], cb[b], higher_is_looser=spec.kind == "max") if spec else True
@@ -132,7 +145,7 @@ def check_shape(raw: Any, where: Path) -> None:
             raise GateError(where, key, f"the pull request's gate config: {what}")
 
     need(isinstance(raw, dict), "", "is not a table")
-    for table in ("models", "regression", "machines", "steps"):
+    for table in ("models", "regression", "machines", "steps", "networks"):
         need(isinstance(raw.get(table, {}), dict), table, "must be a table")
     for m, model in raw.get("models", {}).items():
         need(isinstance(model, dict), f"models.{m}", "must be a table")
@@ -145,8 +158,10 @@ def check_shape(raw: Any, where: Path) -> None:
             need(isinstance(steps, list) and all(isinstance(s, dict) and isinstance(s.get("step"), str)
                                                  for s in steps), f"{key}.steps", "must be a list of step tables")
             for b, value in variant.get("budgets", {}).items():
-                need(isinstance(value, int | float | str) and not isinstance(value, bool), f"{key}.budgets.{b}",
-                     "must be a number")
+                values = value.values() if b == "max_download_s" and isinstance(value, dict) else [value]
+                need(all(isinstance(v, int | float | str) and not isinstance(v, bool) for v in values),
+                     f"{key}.budgets.{b}", "must be a number" if b != "max_download_s" else
+                     "must be a table of seconds per network profile")
 
 
 def _looser(old: Any, new: Any, higher_is_looser: bool) -> bool:
@@ -167,7 +182,7 @@ def judged_config(target: dict, candidate: dict, approved: bool, known_steps: se
     cannot gate: those whose steps the target branch does not have (their verdict needs the target's code)."""
     merged, unknown = copy.deepcopy(target), []
     if approved:
-        for table in ("regression", "machines"):
+        for table in ("regression", "machines", "networks"):
             merged.pop(table, None)
             if table in candidate:
                 merged[table] = copy.deepcopy(candidate[table])

@@ -130,9 +130,9 @@ def why_slow(path: Path) -> str | None:
     """What in an ONNX model is known to run slower than its float form, and the faster forms, or None."""
     if "ConvInteger" not in _op_types(path):
         return None
-    return ("its convolutions run as ConvInteger (dynamic int8), which ONNX Runtime runs slower than float Conv on "
-            'this CPU; ort_int8_static (QLinearConv) or ort_int8_dynamic with ops = "matmul" (convolutions kept in '
-            "float) avoid it")
+    return ("its convolutions run as ConvInteger (dynamic int8), ONNX Runtime's integer convolution, slower than "
+            "float Conv on many x86 CPUs: the likely cause; ort_int8_static (QLinearConv) or ort_int8_dynamic with "
+            'ops = "matmul" (convolutions kept in float) avoid it')
 
 
 def _op_types(path: Path) -> set[str]:
