@@ -14,5 +14,7 @@ from tinygate.pytest_checks.regression import *  # noqa: F403
 from tinygate.pytest_checks.regression import __all__ as _regression
 from tinygate.pytest_checks.review import *  # noqa: F403
 from tinygate.pytest_checks.review import __all__ as _review
+from tinygate.pytest_checks.web import *  # noqa: F403
+from tinygate.pytest_checks.web import __all__ as _web
 
-__all__ = [*_budgets, *_latency, *_regression, *_review]
+__all__ = [*_budgets, *_latency, *_regression, *_review, *_web]
