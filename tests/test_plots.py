@@ -115,7 +115,7 @@ def test_download_times_are_drawn_per_profile_in_the_variant_colours_with_budget
         colours = {matplotlib.colors.to_rgb(p.get_facecolor()) for p in ax.patches}
         assert colours <= {tuple(c) for c in expected.values()}
     dashed = [line for ax in figure.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
-    assert any(list(line.get_ydata()) == [1.0, 1.0] for line in dashed)  # the budget
+    assert any(list(line.get_ydata()) == [1.0, 1.0] and line.get_zorder() > 1 for line in dashed)  # over the bar
     _no_overlap(figure)
 
 

@@ -137,7 +137,8 @@ def downloads(figures: dict[str, dict], budgets: dict[str, dict[str, float]], pa
 
 def draw_downloads(figures: dict[str, dict], budgets: dict[str, dict[str, float]]):
     """Download time per network profile, one panel per model: a bar per variant in its colour for each profile
-    (log scale, computed), a dot where it was measured in Chromium, each budget as a dashed tick over its bar."""
+    (log scale, computed), a dot where it was measured in Chromium, each budget as a dark dashed tick across its bar
+    (visible over a bar of any colour)."""
     plt = _pyplot()
 
     by_model: dict[str, list[tuple[str, dict]]] = {}
@@ -160,7 +161,7 @@ def draw_downloads(figures: dict[str, dict], budgets: dict[str, dict[str, float]
                                                                        color="black", markersize=3)[0])
                 limit = budgets.get(f"{model}-{name}", {}).get(f"download_s_{profile}")
                 if limit is not None:
-                    ax.plot([x - width / 2, x + width / 2], [limit] * 2, "--", color=colours[name], linewidth=1.5)
+                    ax.plot([x - width / 2, x + width / 2], [limit] * 2, "--", color="0.1", linewidth=1.5, zorder=4)
                     handles.setdefault("budget (dashed)", ax.plot([], [], "--", color="0.3")[0])
         ax.set_xticks(range(len(profiles)), profiles)
         ax.set_yscale("log")
