@@ -55,6 +55,10 @@ def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = 
            f"--gate-config={config}", f"--gate-cache-dir={cache or tmp_path / 'cache'}",
            f"--gate-reports-dir={reports}", *args]
     outer = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # beside the other workers' gates: a share of the cores each
+        from tinygate.evaluate import eval_threads
+
+        outer.setdefault("TINYGATE_EVAL_THREADS", str(eval_threads()))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**outer, **(env or {})})
     return GateRun(proc.returncode, proc.stdout + proc.stderr, reports / "latest")
 

@@ -63,12 +63,12 @@ def test_a_convinteger_model_is_said_to_be_slow_and_why_and_ops_matmul_keeps_con
 
 
 def test_a_square_qoperator_matmul_weight_is_read_on_its_output_channel_axis(tmp_path):
-    """A per-channel QLinearMatMul weight of 8x8 has 8 scales along its columns: read along the rows (the first
-    dimension of that length), its error would be hundreds of times its bound."""
+    """A per-channel QLinearMatMul (or dynamic MatMulInteger) weight of 8x8 has 8 scales along its columns: read
+    along the rows (the first dimension of that length), its error would be hundreds of times its bound."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
 
     from tinygate import quant_artifacts
     from tinygate.artifacts import Artifact
@@ -90,7 +90,10 @@ def test_a_square_qoperator_matmul_weight_is_read_on_its_output_channel_axis(tmp
             return next(self.items, None)
 
     quantize_static(src, out, Reader(), quant_format=QuantFormat.QOperator, per_channel=True)
-    assert "QLinearMatMul" in onnx_steps._op_types(out)
-    (tensor,) = quant_artifacts.read(Artifact("onnx", out, "x", ""), ["w"])
-    assert tensor.params.axis == 1
-    assert quant_artifacts.check_tensor(tensor, weight).within_bound
+    dynamic = tmp_path / "dynamic.onnx"  # dynamic per channel: MatMulInteger, its weight per column as well
+    quantize_dynamic(src, dynamic, per_channel=True)
+    for path, op in [(out, "QLinearMatMul"), (dynamic, "MatMulInteger")]:
+        assert op in onnx_steps._op_types(path)
+        (tensor,) = quant_artifacts.read(Artifact("onnx", path, "x", ""), ["w"])
+        assert tensor.params.axis == 1, op
+        assert quant_artifacts.check_tensor(tensor, weight).within_bound, op

@@ -187,6 +187,8 @@ class Browser:
         self._current: tuple[str, str] | None = None  # (digest, url) of the model whose session the page holds
         self._outputs: dict[tuple, list[np.ndarray]] = {}  # (model digest, input hash) -> outputs
         self._kept = 0
+        self._crashed = False
+        self._io: dict[str, tuple] = {}  # model digest -> (input names and types, output names and shapes)
         self.version = ""
 
     def __enter__(self) -> Browser:
@@ -213,37 +215,40 @@ class Browser:
         for name in ORT_FILES:
             kind = "text/javascript" if name.endswith(".mjs") else "application/wasm"
             self._server.serve(f"/ort/{name}", (ort_web_dir() / name).read_bytes(), kind)
-        self._profile = tempfile.TemporaryDirectory(prefix="tinygate-chromium-")
+        self._profile = tempfile.TemporaryDirectory(prefix="tinygate-chromium-", ignore_cleanup_errors=True)
         args = [str(chromium_path()), "--headless=new", "--remote-debugging-port=0", "--no-first-run",
                 "--disable-dev-shm-usage", f"--user-data-dir={self._profile.name}", "about:blank"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox
             args.insert(1, "--no-sandbox")
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._log = Path(self._profile.name) / "chromium.log"  # a file, not a pipe: nothing to drain, nothing to fill
+        with open(self._log, "wb") as log:
+            self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
         endpoint = self._endpoint()
         self._pw = sync_playwright().start()
         self._browser = self._pw.chromium.connect_over_cdp(endpoint, timeout=START_SECONDS * 1000)
         context = self._browser.contexts[0] if self._browser.contexts else self._browser.new_context()
         self.page = context.new_page()
+        self.page.on("crash", lambda _: setattr(self, "_crashed", True))
         self.page.goto(f"http://{self._server.host}{page}")
         self.page.wait_for_function("window.tinygateReady === true", timeout=START_SECONDS * 1000)
         self.version = self.page.evaluate("window.tinygate.version")
         self._warm()
 
     def _endpoint(self) -> str:
-        """The DevTools websocket Chromium prints on start, or a GateError with what it printed instead."""
-        said: list[str] = []
-        timer = threading.Timer(START_SECONDS, self._proc.kill)
-        timer.start()
-        try:
-            for line in self._proc.stderr:
-                said.append(line.strip())
-                if line.startswith("DevTools listening on "):
-                    threading.Thread(target=self._proc.stderr.read, daemon=True).start()  # drain, never block it
-                    return line.split(" on ", 1)[1].strip()
-        finally:
-            timer.cancel()
-        last = next((s for s in reversed(said) if s), f"exit status {self._proc.wait()}")
-        raise GateError(chromium_path(), BACKEND, f"the browser did not start: {last}")
+        """The DevTools websocket Chromium writes to its log on start, or a GateError with what it wrote instead."""
+        import time
+
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            said = self._log.read_text(errors="replace").splitlines()
+            found = next((line for line in said if line.startswith("DevTools listening on ")), None)
+            if found:
+                return found.split(" on ", 1)[1].strip()
+            if self._proc.poll() is not None:
+                last = next((s for s in reversed(said) if s.strip()), f"exit status {self._proc.returncode}")
+                raise GateError(chromium_path(), BACKEND, f"the browser did not start: {last.strip()}")
+            time.sleep(0.05)
+        raise GateError(chromium_path(), BACKEND, f"the browser did not start within {START_SECONDS:g} s")
 
     def _warm(self) -> None:
         """Create and drop one session of a one-op model, so the first model's session creation is not also
@@ -272,14 +277,18 @@ class Browser:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        """Chromium runs, the connection holds and the page has not crashed or closed."""
+        return (self._proc is not None and self._proc.poll() is None and self._browser is not None
+                and self._browser.is_connected() and self.page is not None and not self.page.is_closed()
+                and not self._crashed)
 
-    def _evaluate(self, script: str, arg, what: str):
-        """page.evaluate under --gate-max-call-seconds: past it the browser is killed (a model looping in WebAssembly
-        cannot be interrupted otherwise) and a GateError names the limit."""
+    def _evaluate(self, script: str, arg, what: str, calls: int = 1, limit: float | None = None):
+        """page.evaluate under --gate-max-call-seconds per inference it makes (`calls`), or `limit` seconds: past it
+        the browser is killed (a model looping in WebAssembly cannot be interrupted otherwise), a GateError names the
+        limit, and the next check starts a fresh browser."""
         from tinygate.safety import max_call_seconds
 
-        limit = max_call_seconds()
+        limit = limit if limit is not None else max_call_seconds() * calls
         fired = threading.Event()
 
         def stop() -> None:
@@ -293,7 +302,8 @@ class Browser:
         except Exception:
             if fired.is_set():
                 raise GateError(what, BACKEND, f"ran past {limit:g} s in the browser and was stopped "
-                                               "(--gate-max-call-seconds)") from None
+                                               f"(--gate-max-call-seconds{f' x {calls} calls' if calls > 1 else ''})"
+                                ) from None
             raise
         finally:
             timer.cancel()
@@ -307,7 +317,8 @@ class Browser:
         if onnx_files(model) != [model]:
             raise GateError(model, BACKEND, "keeps weights in external data files; the web runtime here loads "
                                             "single-file models")
-        self._check_inputs(model)
+        if digest not in self._io:
+            self._io[digest] = (self._check_inputs(model), self._session_outputs(model))
         if self._current is not None:
             self._evaluate("(url) => window.tinygate.release(url)", self._current[1], model)
             self._server.files.pop(self._current[1], None)
@@ -316,14 +327,16 @@ class Browser:
         try:
             info = self._evaluate("([url, threads]) => window.tinygate.load(url, threads)", [url, self.threads], model)
         except GateError:
+            self._server.files.pop(url, None)
             raise
         except Exception as exc:
+            self._server.files.pop(url, None)
             raise GateError(model, BACKEND, f"onnxruntime-web refuses the model: {_message(exc)}") from None
         self._current = (digest, url)
         return info
 
     @staticmethod
-    def _check_inputs(model: Path) -> None:
+    def _check_inputs(model: Path) -> list[str]:
         import onnx
 
         graph = onnx.load(str(model), load_external_data=False).graph
@@ -332,6 +345,7 @@ class Browser:
             if i.name not in weights and i.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
                 kind = onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower()
                 raise GateError(model, f"input {i.name}", f"is {kind}; the web backend feeds float32 inputs only")
+        return [i.name for i in graph.input if i.name not in weights]
 
     def run(self, model: Path, digest: str, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list[np.ndarray]:
         """Every output of the model on one set of inputs, computed in the page (once per process for the same
@@ -349,7 +363,7 @@ class Browser:
     def _run(self, model: Path, digest: str, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list:
         if self._current is None or self._current[0] != digest:
             self.load(model, digest)
-        outputs = self._session_outputs(model)
+        outputs = self._io[digest][1]
         posts = [f"{self._server.prefix}/out/{i}" for i in range(len(outputs))]
         for path, (_, shape) in zip(posts, outputs, strict=True):  # 8 bytes an element: int64 outputs are said too
             known = shape and all(d > 0 for d in shape)
@@ -397,7 +411,8 @@ class Browser:
         if self._current is None or self._current[0] != digest:
             self.load(model, digest)
         return np.array(self._evaluate("([url, f, w, r]) => window.tinygate.time(url, f, w, r)",
-                                       [self._current[1], self._feeds(names, inputs), warmup, rounds], model))
+                                       [self._current[1], self._feeds(names, inputs), warmup, rounds], model,
+                                       calls=warmup + rounds))
 
     def download_s(self, model: Path, network: Network) -> tuple[float, int]:
         """Seconds to fetch the model gzip-encoded under Chrome's network emulation of the profile (cache off), and
@@ -409,15 +424,16 @@ class Browser:
         cdp.send("Network.emulateNetworkConditions", {
             "offline": False, "latency": network.latency_ms, "downloadThroughput": network.kbit_s * 1000 / 8,
             "uploadThroughput": network.kbit_s * 1000 / 8})
-        try:
-            got = self._evaluate("(url) => window.tinygate.download(url)", url, model)
+        wire = len(self._server.files[url][0])
+        try:  # limited to twice the computed time and a minute: a download is no inference
+            got = self._evaluate("(url) => window.tinygate.download(url)", url, model,
+                                 limit=2 * network.seconds(wire) + 60)
         finally:
+            self._server.drop("/download.onnx")
             if self.alive:
                 cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
                                                               "downloadThroughput": -1, "uploadThroughput": -1})
                 cdp.detach()
-        wire = len(self._server.files[url][0])
-        self._server.drop("/download.onnx")
         return got["ms"] / 1000, wire
 
 

@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                                          "onnxruntime-web (npm, from tinygate's lock file)",
                        description="Install onnxruntime-web from the lock file tinygate ships (npm ci, no install "
                                    "scripts) into ~/.cache/tinygate/ort-web, and Chromium with apt-get when it is "
-                                   "missing and this runs as root (else print the command).")
+                                   "missing and this runs as root (else stop with the command to run).")
     w.set_defaults(run=_web_setup)
     return p
 
@@ -213,9 +213,9 @@ def _web_setup(args: argparse.Namespace, _: list[str]) -> int:
         apt = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
         if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
             print(f"tinygate web-setup: {' '.join(apt)}", flush=True)
-            if subprocess.call(apt, stdout=subprocess.DEVNULL) != 0:
-                subprocess.call(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
-                if subprocess.call(apt, stdout=subprocess.DEVNULL) != 0:
+            if subprocess.call(apt) != 0:
+                subprocess.call(["apt-get", "update", "-q"])
+                if subprocess.call(apt) != 0:
                     raise GateError("apt-get", None, f"could not install Chromium: {' '.join(apt)} failed (its "
                                                      "output is above)")
         else:

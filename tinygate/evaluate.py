@@ -35,11 +35,20 @@ class Scores:
         return self.values[name]
 
 
+def eval_threads() -> int:
+    given = os.environ.get("TINYGATE_EVAL_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, usable // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)))
+
+
 @contextlib.contextmanager
 def all_cores(threads: int):
-    """Evaluation is not timed, so it runs on every core (at least --gate-threads); timing keeps --gate-threads.
-    Yields the thread count; torch's global setting (the MIL interpreter's convolutions use it) is put back."""
-    n = max(threads, os.cpu_count() or 1)
+    """Evaluation is not timed, so it runs on every core this process may use, shared among pytest-xdist workers
+    (at least --gate-threads; $TINYGATE_EVAL_THREADS overrides); timing keeps --gate-threads. Yields the thread
+    count; torch's global setting (the MIL interpreter's convolutions use it) is put back."""
+    n = max(threads, eval_threads())
     torch = sys.modules.get("torch")  # not imported: a torch runner imports it and sets n itself
     before = torch.get_num_threads() if torch else None
     if torch:
@@ -47,8 +56,9 @@ def all_cores(threads: int):
     try:
         yield n
     finally:
-        if torch and before is not None:
-            torch.set_num_threads(before)
+        torch = sys.modules.get("torch")  # imported in the block: left at the gate's own thread count
+        if torch:
+            torch.set_num_threads(before if before is not None else threads)
 
 
 def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:

@@ -113,11 +113,14 @@ def _match(stored_base: str, float_names: list[str]) -> str | None:
 
 
 def _qoperator_axes(graph) -> dict[str, int]:
-    """The per-channel axis of each weight a QOperator node takes: QLinearConv's output channels (0), QLinearMatMul's
-    columns (1), QGemm's by transB. A square weight's scale length alone cannot tell."""
+    """The per-channel axis of each quantized weight, from the op that takes it: QLinearConv's and ConvInteger's output
+    channels (0), QLinearMatMul's and MatMulInteger's columns (the last), QGemm's by transB. A square weight's scale
+    length alone cannot tell."""
     axes = {}
     for n in graph.node:
-        if n.op_type == "QLinearConv" and len(n.input) > 3:
+        if n.op_type in ("MatMulInteger", "ConvInteger") and len(n.input) > 1:  # dynamic: its weight is input 1
+            axes[n.input[1]] = -1 if n.op_type == "MatMulInteger" else 0
+        elif n.op_type == "QLinearConv" and len(n.input) > 3:
             axes[n.input[3]] = 0
         elif n.op_type == "QLinearMatMul" and len(n.input) > 3:
             axes[n.input[3]] = 1
@@ -162,7 +165,7 @@ def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> l
             axis = axis_attr
             if axis is None:  # QOperator: the consuming op's output-channel axis; else the dimension of its length
                 dims = [d for d, n in enumerate(q.shape) if n == scale.size]
-                axis = axes.get(name, dims[0])
+                axis = axes.get(name, dims[0]) % q.ndim
         info = np.iinfo(q.dtype)
         params = quant.QParams(scale.ravel(), zero.ravel(), int(info.min), int(info.max), axis)
         out.append(QuantizedTensor(float_name, name, "affine", quant.dequantize(q, params).astype(np.float64),

@@ -270,6 +270,7 @@ def _interleaved(artifact, gate_baseline, variant_baseline, variant_run, threads
 
 @regression_
 @pytest.mark.latency
+@pytest.mark.select(lambda v, m: v.runtime != "web")  # timed in the page, not against a baseline yet
 def test_latency_absolute_vs_baseline(artifact, gate_baseline, variant_baseline, variant, variant_run, gate_config,
                                       gate_threads, gate_recorder, pytestconfig):
     """Today's p50 against the p50 stored with the baseline: only on the machine the baseline was recorded

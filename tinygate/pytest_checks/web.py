@@ -56,10 +56,15 @@ def test_web_matches_onnxruntime(variant, variant_run, gate, gate_check):
 @pytest.mark.select(lambda v, m: v.runtime == "web")
 def test_web_latency(request, variant, variant_run, gate_recorder, record_property, pytestconfig):
     """Session creation (the median of LOADS) and the p50 and p95 of inference, timed in the page (performance.now
-    around session.run, five warm-up calls first); with a budget, --gate-latency-rounds rounds, else about a second's
+    around session.run, five warm-up calls first); with a budget, --gate-latency-rounds rounds, else FIGURE_SECONDS'
     worth (a figure). max_web_load_ms, max_web_p50_ms, max_web_p95_ms hold on the variant's machine profile."""
-    from tinygate.pytest_checks.latency import FIGURE_SECONDS
+    from tinygate.pytest_checks.latency import FIGURE_SECONDS, _no_timing
 
+    if pytestconfig.getoption("benchmark_disable"):  # the user asked for no timing: a budget then fails
+        budgeted = [k for k in WEB_LATENCY if k in variant.budgets]
+        if budgeted:
+            _no_timing(variant_run, budgeted[0])
+        pytest.skip(f"{variant.id}: timing is disabled (--benchmark-disable)")
     art = measured(variant_run.artifact)
     web = measured(browser.shared)
     loads = [measured(lambda: web.load(art.path, art.digest))["create_ms"] for _ in range(LOADS)]
