@@ -1,9 +1,10 @@
 """ONNX Runtime Web in headless Chromium: an ONNX artifact served over http from 127.0.0.1, loaded by
 onnxruntime-web's WebAssembly build in a real browser page, run, timed and downloaded under network emulation.
 
-The browser is Debian's (or any) Chromium, started here and driven by Playwright over the DevTools protocol, so
-that a call running past --gate-max-call-seconds is stopped by killing it. onnxruntime-web comes from npm, pinned
-by the lock file in tinygate/web/. `tinygate web-setup` installs both; nothing is downloaded at run time.
+The browser is Debian's (or any) Chromium, launched and driven by Playwright over a pipe; a call running past
+--gate-max-call-seconds is stopped by killing Chromium's browser process (its id asked of Chromium over CDP).
+onnxruntime-web comes from npm, pinned by the lock file in tinygate/web/. `tinygate web-setup` installs both;
+nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import http.server
 import os
 import secrets
 import shutil
-import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,8 +180,8 @@ class Browser:
 
     def __init__(self) -> None:
         self._server: _Server | None = None
-        self._proc: subprocess.Popen | None = None
-        self._profile: tempfile.TemporaryDirectory | None = None
+        self._pid: int | None = None  # Chromium's browser process
+        self._profile: Path | None = None  # its --user-data-dir
         self._pw = self._browser = self.page = None
         self._current: tuple[str, str] | None = None  # (digest, url) of the model whose session the page holds
         self._outputs: dict[tuple, list[np.ndarray]] = {}  # (model digest, input hash) -> outputs
@@ -215,40 +214,24 @@ class Browser:
         for name in ORT_FILES:
             kind = "text/javascript" if name.endswith(".mjs") else "application/wasm"
             self._server.serve(f"/ort/{name}", (ort_web_dir() / name).read_bytes(), kind)
-        self._profile = tempfile.TemporaryDirectory(prefix="tinygate-chromium-", ignore_cleanup_errors=True)
-        args = [str(chromium_path()), "--headless=new", "--remote-debugging-port=0", "--no-first-run",
-                "--disable-dev-shm-usage", f"--user-data-dir={self._profile.name}", "about:blank"]
+        args = ["--disable-dev-shm-usage"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox
-            args.insert(1, "--no-sandbox")
-        self._log = Path(self._profile.name) / "chromium.log"  # a file, not a pipe: nothing to drain, nothing to fill
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
-        endpoint = self._endpoint()
+            args.append("--no-sandbox")
         self._pw = sync_playwright().start()
-        self._browser = self._pw.chromium.connect_over_cdp(endpoint, timeout=START_SECONDS * 1000)
-        context = self._browser.contexts[0] if self._browser.contexts else self._browser.new_context()
-        self.page = context.new_page()
+        # Playwright talks to Chromium over a pipe: no DevTools port that another local process could drive
+        self._browser = self._pw.chromium.launch(executable_path=str(chromium_path()), headless=True, args=args,
+                                                 timeout=START_SECONDS * 1000)
+        cdp = self._browser.new_browser_cdp_session()
+        self._pid = next(p["id"] for p in cdp.send("SystemInfo.getProcessInfo")["processInfo"]
+                         if p["type"] == "browser")  # what the watchdog kills
+        cdp.detach()
+        self._profile = _profile_of(self._pid)  # Playwright's own, left behind when Chromium is killed
+        self.page = self._browser.new_page()
         self.page.on("crash", lambda _: setattr(self, "_crashed", True))
         self.page.goto(f"http://{self._server.host}{page}")
         self.page.wait_for_function("window.tinygateReady === true", timeout=START_SECONDS * 1000)
         self.version = self.page.evaluate("window.tinygate.version")
         self._warm()
-
-    def _endpoint(self) -> str:
-        """The DevTools websocket Chromium writes to its log on start, or a GateError with what it wrote instead."""
-        import time
-
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            said = self._log.read_text(errors="replace").splitlines()
-            found = next((line for line in said if line.startswith("DevTools listening on ")), None)
-            if found:
-                return found.split(" on ", 1)[1].strip()
-            if self._proc.poll() is not None:
-                last = next((s for s in reversed(said) if s.strip()), f"exit status {self._proc.returncode}")
-                raise GateError(chromium_path(), BACKEND, f"the browser did not start: {last.strip()}")
-            time.sleep(0.05)
-        raise GateError(chromium_path(), BACKEND, f"the browser did not start within {START_SECONDS:g} s")
 
     def _warm(self) -> None:
         """Create and drop one session of a one-op model, so the first model's session creation is not also
@@ -264,23 +247,29 @@ class Browser:
         self._evaluate("(url) => window.tinygate.release(url)", url, "warm-up")
 
     def __exit__(self, *exc) -> None:
-        for close in (getattr(self._browser, "close", None), getattr(self._pw, "stop", None),
-                      getattr(self._proc, "kill", None), getattr(self._proc, "wait", None),
-                      getattr(self._server, "shutdown", None), getattr(self._server, "server_close", None),
-                      getattr(self._profile, "cleanup", None)):
+        for close in (getattr(self._browser, "close", None), self._kill, getattr(self._pw, "stop", None),
+                      getattr(self._server, "shutdown", None), getattr(self._server, "server_close", None)):
             if close is not None:
                 try:
                     close()
                 except Exception:  # closing what is half started or already gone: go on with the rest
                     pass
-        self._browser = self._pw = self._proc = self._server = self._profile = None
+        if self._profile is not None and self._profile.name.startswith("playwright_"):
+            shutil.rmtree(self._profile, ignore_errors=True)
+        self._browser = self._pw = self._server = self._pid = self._profile = None
+
+    def _kill(self) -> None:
+        if self._pid is not None:
+            try:
+                os.kill(self._pid, 9)
+            except ProcessLookupError:
+                pass
 
     @property
     def alive(self) -> bool:
-        """Chromium runs, the connection holds and the page has not crashed or closed."""
-        return (self._proc is not None and self._proc.poll() is None and self._browser is not None
-                and self._browser.is_connected() and self.page is not None and not self.page.is_closed()
-                and not self._crashed)
+        """The connection to Chromium holds and the page has not crashed or closed."""
+        return (self._browser is not None and self._browser.is_connected() and self.page is not None
+                and not self.page.is_closed() and not self._crashed)
 
     def _evaluate(self, script: str, arg, what: str, calls: int = 1, limit: float | None = None):
         """page.evaluate under --gate-max-call-seconds per inference it makes (`calls`), or `limit` seconds: past it
@@ -293,7 +282,7 @@ class Browser:
 
         def stop() -> None:
             fired.set()
-            self._proc.kill()
+            self._kill()
 
         timer = threading.Timer(limit, stop)
         timer.start()
@@ -435,6 +424,16 @@ class Browser:
                                                               "downloadThroughput": -1, "uploadThroughput": -1})
                 cdp.detach()
         return got["ms"] / 1000, wire
+
+
+def _profile_of(pid: int) -> Path | None:
+    """A Chromium process's --user-data-dir, from its command line (Linux), or None."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    found = [a.split(b"=", 1)[1].decode() for a in args if a.startswith(b"--user-data-dir=")]
+    return Path(found[0]) if found else None
 
 
 _shared: Browser | None = None
