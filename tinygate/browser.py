@@ -489,13 +489,9 @@ def native_artifact(art):
 def runner_all(art, threads: int = 1):
     """A function from input arrays to every output, computed by onnxruntime-web in the shared page (one thread
     whatever `threads` asks: Browser.threads)."""
-    import onnx
-
-    graph = onnx.load(str(art.path), load_external_data=False).graph
-    weights = {t.name for t in graph.initializer}
-    names = tuple(i.name for i in graph.input if i.name not in weights)
     web = shared()
     web.load(art.path, art.digest)
+    names = tuple(web._io[art.digest][0])  # the graph's inputs, read once by load
     return lambda *xs: shared().run(art.path, art.digest, xs, names)
 
 

@@ -53,6 +53,9 @@ BUDGETS: dict[str, Budget] = {b.key: b for b in (
     Budget("min_output_top1_agreement_pct", "min", "%", "per-output top-1 agreement with float", ANY, high=100.0),
 )}
 
+WEB_LATENCY = ("max_web_load_ms", "max_web_p50_ms", "max_web_p95_ms")  # timed in the page: runtime = "web" only
+NATIVE_TIMING = ("max_p50_ms", "max_p95_ms", "max_memory_growth_mb", "min_speedup")  # timed in Python: not web
+
 FIDELITY = ("min_output_sqnr_db", "max_output_abs_diff", "min_output_cosine", "min_output_top1_agreement_pct")
 
 

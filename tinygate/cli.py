@@ -238,6 +238,5 @@ def _web_setup(args: argparse.Namespace, _: list[str]) -> int:
     return 0
 
 
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tinygate.budgets import BUDGETS, FIDELITY
+from tinygate.budgets import BUDGETS, FIDELITY, NATIVE_TIMING, WEB_LATENCY
 from tinygate.data import ImagePrep
 from tinygate.errors import GateError
 from tinygate.steps import BACKEND, STEPS, StepSpec
@@ -243,7 +243,7 @@ def load(path: str | Path, raw: dict | None = None) -> GateConfig:
     return cfg
 
 
-ABSOLUTE = {"max_p50_ms", "max_p95_ms", "max_web_load_ms", "max_web_p50_ms", "max_web_p95_ms"}
+ABSOLUTE = {"max_p50_ms", "max_p95_ms", *WEB_LATENCY}
 
 
 def _networks(r: _Reader, raw: Any) -> dict[str, Any]:
@@ -530,11 +530,11 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         if not budget.low <= value <= budget.high:
             raise r.fail(where, f"must be in [{budget.low}, {budget.high}] {budget.unit}, got {value}")
         budgets[bkey] = value
-    native = {"max_p50_ms", "max_p95_ms", "max_memory_growth_mb", "min_speedup"} & set(budgets)
+    native = set(NATIVE_TIMING) & set(budgets)
     if runtime == "web" and native:
         raise r.fail(f"{key}.budgets.{sorted(native)[0]}", "times the Python runtime; a web variant is timed in the "
-                                                            "page: max_web_load_ms, max_web_p50_ms, max_web_p95_ms")
-    web_only = {"max_web_load_ms", "max_web_p50_ms", "max_web_p95_ms"} & set(budgets)
+                                                            f"page: {', '.join(WEB_LATENCY)}")
+    web_only = set(WEB_LATENCY) & set(budgets)
     if runtime != "web" and web_only:
         raise r.fail(f"{key}.budgets.{sorted(web_only)[0]}", 'holds for a variant with runtime = "web"')
     if not steps and any(k.endswith(("_drop_db", "_drop_pct", "_ratio", "agreement_pct")) or k in FIDELITY

@@ -67,6 +67,20 @@ def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def _panels(figures: dict[str, dict], keep, height: float):
+    """A row of panels, one per model among the figures `keep` accepts: the picture, (axes, model, [(variant name,
+    figures)]) per panel in model order, and the colour of every variant name."""
+    by_model: dict[str, list[tuple[str, dict]]] = {}
+    for _, fig in sorted(figures.items()):
+        if keep(fig):
+            by_model.setdefault(str(fig["model"]), []).append((str(fig["variant"]), fig))
+    colours = variant_colours([name for variants in by_model.values() for name, _ in variants])
+    n = max(1, len(by_model))
+    figure, axes = _pyplot().subplots(1, n, figsize=(5.5 * n, height), squeeze=False, layout="constrained")
+    panels = [(ax, model, variants) for ax, (model, variants) in zip(axes[0], sorted(by_model.items()), strict=False)]
+    return figure, panels, colours
+
+
 def results(figures: dict[str, dict], budgets: dict[str, dict[str, float]], tasks: dict[str, str], path: Path) -> Path:
     """Draw draw_results into `path` (PNG)."""
     return _save(draw_results(figures, budgets, tasks), path, dpi=110)
@@ -82,18 +96,11 @@ def _save(figure, path: Path, dpi: int) -> Path:
 def draw_results(figures: dict[str, dict], budgets: dict[str, dict[str, float]], tasks: dict[str, str]):
     """Size against quality, one panel per model: each variant a point in its colour, the size/quality front as a
     grey step line, each variant's size budget and quality floor as dashed lines in its colour."""
-    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    by_model: dict[str, list[tuple[str, dict]]] = {}
-    for _, fig in sorted(figures.items()):
-        if "size_kb" in fig and fig.get("model") in tasks:
-            by_model.setdefault(str(fig["model"]), []).append((str(fig["variant"]), fig))
-    colours = variant_colours([name for variants in by_model.values() for name, _ in variants])
-    n = max(1, len(by_model))
-    figure, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.8), squeeze=False, layout="constrained")
+    figure, panels, colours = _panels(figures, lambda f: "size_kb" in f and f.get("model") in tasks, height=4.8)
     handles = {}
-    for ax, (model, variants) in zip(axes[0], sorted(by_model.items()), strict=False):
+    for ax, model, variants in panels:
         task = tasks[model]
         _, floor_key, ylabel = QUALITY[task]
         points = []
@@ -139,17 +146,10 @@ def draw_downloads(figures: dict[str, dict], budgets: dict[str, dict[str, float]
     """Download time per network profile, one panel per model: a bar per variant in its colour for each profile
     (log scale, computed), a dot where it was measured in Chromium, each budget as a dark dashed tick across its bar
     (visible over a bar of any colour)."""
-    plt = _pyplot()
-
-    by_model: dict[str, list[tuple[str, dict]]] = {}
-    for _, fig in sorted(figures.items()):
-        if isinstance(fig.get("download_s"), dict) and fig.get("model"):
-            by_model.setdefault(str(fig["model"]), []).append((str(fig["variant"]), fig))
-    colours = variant_colours([name for variants in by_model.values() for name, _ in variants])
-    n = max(1, len(by_model))
-    figure, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2), squeeze=False, layout="constrained")
+    figure, panels, colours = _panels(figures, lambda f: isinstance(f.get("download_s"), dict) and f.get("model"),
+                                      height=4.2)
     handles = {}
-    for ax, (model, variants) in zip(axes[0], sorted(by_model.items()), strict=False):
+    for ax, model, variants in panels:
         profiles = list(variants[0][1]["download_s"])
         width = 0.8 / len(variants)
         for i, (name, fig) in enumerate(variants):

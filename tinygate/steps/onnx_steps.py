@@ -142,15 +142,13 @@ def _op_types(path: Path) -> set[str]:
 
 
 def _callers(paths: list[Path], ctx) -> list:
-    """A zero-argument call of each model on the model's example inputs, one thread each (as the gate times)."""
-    import onnxruntime as ort
+    """A zero-argument call of each model on the model's example inputs, by the gate's own ONNX runner on one thread
+    (as the gate times)."""
+    from tinygate.artifacts import runner_all
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    feed = dict(zip(ctx.model.input_names, ctx.example_inputs(), strict=True))
-    sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
-    return [lambda s=s: s.run(None, feed) for s in sessions]
+    xs = ctx.example_inputs()
+    runs = [runner_all(Artifact("onnx", p, "", ""), threads=1) for p in paths]
+    return [lambda run=run: run(*xs) for run in runs]
 
 
 def _max_rounds(calls: list, seconds: float = 2.0) -> int:
