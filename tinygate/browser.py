@@ -305,7 +305,7 @@ class Browser:
 
         if onnx_files(model) != [model]:
             raise GateError(model, BACKEND, "keeps weights in external data files; the web runtime here loads "
-                                            "single-file models")
+                                            "single-file models (an ort_optimize step first writes one under 1 GB)")
         if digest not in self._io:
             self._io[digest] = (self._check_inputs(model), self._session_outputs(model))
         if self._current is not None:
