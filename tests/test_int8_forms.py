@@ -94,6 +94,6 @@ def test_a_square_qoperator_matmul_weight_is_read_on_its_output_channel_axis(tmp
     quantize_dynamic(src, dynamic, per_channel=True)
     for path, op in [(out, "QLinearMatMul"), (dynamic, "MatMulInteger")]:
         assert op in onnx_steps._op_types(path)
-        (tensor,) = quant_artifacts.read(Artifact("onnx", path, "x", ""), ["w"])
+        (tensor,) = quant_artifacts.read(Artifact("onnx", path, "x", ""), {"w": [weight]})
         assert tensor.params.axis == 1, op
         assert quant_artifacts.check_tensor(tensor, weight).within_bound, op

@@ -34,3 +34,24 @@ def scale_weights(src, params, ctx, out):
         p.data.mul_(params["scale"])
     return tinygate.save_torch(model, out)
 '''
+
+BN_NET = '''
+import torch
+
+
+class BNNet(torch.nn.Module):
+    """Convolutions followed by BatchNorm, as most CNNs are: exporters and quantizers fold each pair."""
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def build():
+    return BNNet()
+'''

@@ -108,6 +108,48 @@ def float_weights(art: Artifact) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if v.dtype.kind == "f"}
 
 
+def bn_folded_weights(art: Artifact) -> dict[str, np.ndarray]:
+    """The weights of each convolution or linear layer followed by a BatchNorm, with the BatchNorm folded in
+    (w * gamma / sigma per output channel, its bias shifted), as the ONNX exporter, PyTorch's int8 conversion and
+    coremltools fold them before quantizing. Keyed by the layer's names, and `<weight>_bias` (the exporter's name
+    for the bias of a layer that had none). Empty for a model without such pairs or without code to trace."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
+
+    if art.kind != "torch" or not art.factory:
+        return {}
+    model = load_torch(art)
+    modules = dict(model.named_modules())
+    layer = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d,
+             torch.nn.ConvTranspose3d, torch.nn.Linear)
+    try:  # the graph says which BatchNorm reads which layer's output alone
+        graph = torch.fx.symbolic_trace(model).graph
+        pairs = [(n.args[0].target, n.target) for n in graph.nodes
+                 if n.op == "call_module" and isinstance(modules.get(n.target), torch.nn.modules.batchnorm._BatchNorm)
+                 and isinstance(n.args[0], torch.fx.Node) and n.args[0].op == "call_module"
+                 and isinstance(modules.get(n.args[0].target), layer) and len(n.args[0].users) == 1]
+    except Exception:  # code fx cannot trace: a BatchNorm registered right after the layer it normalizes
+        names = list(modules)
+        pairs = [(a, b) for a, b in zip(names, names[1:]) if isinstance(modules[a], layer)
+                 and isinstance(modules[b], torch.nn.modules.batchnorm._BatchNorm)]
+    out = {}
+    with torch.no_grad():
+        for name, bn_name in pairs:
+            mod, bn = modules[name], modules[bn_name]
+            if bn.running_mean is None:
+                continue
+            if isinstance(mod, torch.nn.Linear):
+                w, b = fuse_linear_bn_weights(mod.weight, mod.bias, bn.running_mean, bn.running_var, bn.eps,
+                                              bn.weight, bn.bias)
+            else:
+                w, b = fuse_conv_bn_weights(mod.weight, mod.bias, bn.running_mean, bn.running_var, bn.eps,
+                                            bn.weight, bn.bias, transpose=isinstance(mod, torch.nn.modules.conv._ConvTransposeNd))
+            prefix = f"{name}." if name else ""
+            out[f"{prefix}weight"] = w.detach().numpy()
+            out[f"{prefix}bias"] = out[f"{prefix}weight_bias"] = b.detach().numpy()
+    return out
+
+
 def load_torch(art: Artifact):
     """The float or pruned torch model: the factory's module with its weights loaded."""
     model = build_module(art.factory)

@@ -29,7 +29,7 @@ class LayerLoss:
 
 
 def explain(step: str, params: dict, before: Artifact, after: Artifact, input_names: tuple[str, ...], inputs: Dataset,
-            calibration: Dataset | None, float_weights: dict[str, np.ndarray], top: int = 5) -> list[LayerLoss]:
+            calibration: Dataset | None, float_weights: dict[str, list[np.ndarray]], top: int = 5) -> list[LayerLoss]:
     """The `top` layers with the lowest SQNR for the quantizing `step` that turned `before` into `after`."""
     if step == "ort_int8_static":
         losses = _onnx_qdq(before.path, after.path, input_names, inputs)
@@ -37,8 +37,8 @@ def explain(step: str, params: dict, before: Artifact, after: Artifact, input_na
         losses = _torch_int8(before, params, calibration, inputs)
     else:
         losses = [LayerLoss(c.stored, c.sqnr_db, "weight") for c in
-                  (quant_artifacts.check_tensor(t, float_weights[t.name])
-                   for t in quant_artifacts.read(after, list(float_weights)))]
+                  (quant_artifacts.check_best(t, float_weights[t.name])
+                   for t in quant_artifacts.read(after, float_weights))]
     return sorted(losses, key=lambda loss: loss.sqnr_db)[:top]
 
 

@@ -167,10 +167,10 @@ def _quantized_weights(run: VariantRun) -> tuple[Check, Check]:
 
     def measure() -> tuple[Check, Check]:
         v, art, weights = run.variant, run.artifact(), run.reference_weights()
-        tensors = quant_artifacts.read(art, list(weights))
+        tensors = quant_artifacts.read(art, weights)
         if not tensors:
             raise GateError(art.path, None, f"{v.id}: holds no quantized weight that matches a float weight")
-        checks = [quant_artifacts.check_tensor(t, weights[t.name]) for t in tensors]
+        checks = [quant_artifacts.check_best(t, weights[t.name]) for t in tensors]
         worst = max(checks, key=lambda c: c.max_error / c.bound if c.bound > 0 else float("inf"))
         ratio = worst.max_error / worst.bound if worst.bound > 0 else float("inf")
         reason = "" if worst.within_bound else (

@@ -214,16 +214,20 @@ class VariantRun:
     def _quantizing_index(self) -> int | None:
         return next((i for i, s in enumerate(self.variant.steps) if s.name in QUANTIZING_STEPS), None)
 
-    def reference_weights(self) -> dict:
-        """The float weights the variant's quantizer saw: after the torch-side steps (prune), before export; for
-        a model given as ONNX, the initializers of the float ONNX model the quantizing step started from."""
-        from tinygate.artifacts import float_weights
+    def reference_weights(self) -> dict[str, list]:
+        """The float weights the variant's quantizer saw, each name with its candidate forms: after the torch-side
+        steps (prune), before export, as stored and with a following BatchNorm folded in; for a model given as
+        ONNX, the initializers of the float ONNX model the quantizing step started from."""
+        from tinygate.artifacts import bn_folded_weights, float_weights
 
         chain = self.chain()
         torch_steps = [i for i, art in enumerate(chain) if art.kind == "torch"]
         index = self._quantizing_index()
         source = chain[torch_steps[-1]] if torch_steps else chain[len(self.variant.steps) if index is None else index]
-        return float_weights(source)
+        refs = {name: [w] for name, w in float_weights(source).items()}
+        for name, w in bn_folded_weights(source).items():
+            refs.setdefault(name, []).append(w)
+        return refs
 
     def explain(self) -> Callable[[], str] | None:
         """For a quantized variant, a callable naming the layers that lose the most (run only on a failure)."""

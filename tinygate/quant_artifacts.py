@@ -25,7 +25,7 @@ FP32_EPS = 2.0**-24
 class QuantizedTensor:
     """One quantized weight as the artifact stores it, with what is needed to dequantize it."""
 
-    name: str  # the float model's state-dict key it came from
+    name: str | None  # the float model's state-dict key it came from (None: to be matched by value)
     stored: str  # its name inside the artifact
     kind: str  # "affine" or "lut"
     dequantized: np.ndarray  # float64, the float model's shape
@@ -89,13 +89,33 @@ def check_tensor(qt: QuantizedTensor, float_weight: np.ndarray) -> TensorCheck:
                        quant.sqnr_db(w, qt.dequantized), tuple(int(i) for i in worst))
 
 
-def read(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
-    """Every quantized weight in the artifact, matched to a float state-dict key."""
+def check_best(qt: QuantizedTensor, candidates: list[np.ndarray]) -> TensorCheck:
+    """The check against the float form this tensor was quantized from: the weight as stored, or with the
+    BatchNorm after it folded in (whichever it fits best, by the worst error/bound ratio). Shapes that do not fit
+    are an error only when no candidate fits."""
+    checks, errors = [], []
+    for w in candidates:
+        try:
+            checks.append(check_tensor(qt, w))
+        except ValueError as exc:
+            errors.append(exc)
+    if not checks:
+        raise errors[0]
+    return min(checks, key=lambda c: c.max_error / c.bound if c.bound > 0 else float("inf"))
+
+
+def read(art: Artifact, references: dict[str, list[np.ndarray]]) -> list[QuantizedTensor]:
+    """Every quantized weight in the artifact, matched to a float weight: by name, else (a converter that renamed
+    the layers it fused, as coremltools does with a BatchNorm) by value, one float weight per tensor."""
     reader = {"onnx": _read_onnx, "mlpackage": _read_coreml, "torchscript": _read_torchscript}.get(art.kind)
     if reader is None:
         raise ValueError(f"{art.kind} artifacts hold no quantized weights")
     unmatched: list[str] = []
-    found = reader(art, float_names, unmatched)
+    found = reader(art, list(references), unmatched)
+    unnamed = [t for t in found if t.name is None]
+    if unnamed:
+        unmatched += _match_by_value(unnamed, {k: v for k, v in references.items()
+                                               if k not in {t.name for t in found}})
     if unmatched:  # a quantized weight that cannot be checked is not silently passed over
         from tinygate.errors import GateError
 
@@ -103,6 +123,26 @@ def read(art: Artifact, float_names: list[str]) -> list[QuantizedTensor]:
                                         f"{' and more' if len(unmatched) > 5 else ''} match no float weight, so "
                                         "their error cannot be checked")
     return found
+
+
+def _match_by_value(tensors: list[QuantizedTensor], references: dict[str, list[np.ndarray]]) -> list[str]:
+    """Name each tensor after the float weight it fits best (lowest worst error/bound), one weight per tensor;
+    returns the stored names no weight of its shape is left for."""
+    fits = []
+    for i, t in enumerate(tensors):
+        for name, candidates in references.items():
+            try:
+                c = check_best(t, candidates)
+            except ValueError:  # another shape
+                continue
+            fits.append((c.max_error / c.bound if c.bound > 0 else float("inf"), i, name))
+    done, taken = set(), set()
+    for _, i, name in sorted(fits):
+        if i not in done and name not in taken:
+            tensors[i].name = name
+            done.add(i)
+            taken.add(name)
+    return [t.stored for i, t in enumerate(tensors) if i not in done]
 
 
 def _match(stored_base: str, float_names: list[str]) -> str | None:
@@ -191,10 +231,7 @@ def _read_coreml(art: Artifact, float_names: list[str], unmatched: list[str]) ->
         for suffix in ("_quantized", "_palettized"):
             base = base.removesuffix(suffix)
         base = base.removesuffix("_to_fp16")
-        float_name = _match(base, float_names)
-        if float_name is None:
-            unmatched.append(op.name)
-            continue
+        float_name = _match(base, float_names)  # None: a layer coremltools renamed (a fused BatchNorm)
         val = {k: v.val for k, v in op.inputs.items()}
         if op.op_type == "constexpr_affine_dequantize":
             q = val["quantized_data"]
