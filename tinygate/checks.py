@@ -198,6 +198,51 @@ def weight_sqnr(run: VariantRun) -> list[Check]:
     return [_quantized_weights(run)[1]]
 
 
+def existing_quantization(run: VariantRun) -> list[Check]:
+    """A model that came int8: every quantized weight's scale is finite and positive, and reaches at least a quarter of
+    its integer range (a scale several times too coarse throws bits away; no float weights exist to say more)."""
+    import numpy as np
+
+    from tinygate import quant_artifacts
+    from tinygate.errors import GateError
+
+    v, art = run.variant, run.artifact()
+    tensors = quant_artifacts.read_existing(art.path)
+    if not tensors:
+        raise GateError(art.path, None, f"{v.id}: holds no int8 weight read through a scale")
+    for t in tensors:
+        bad = t.params.scale[~(np.isfinite(t.params.scale) & (t.params.scale > 0))]
+        if bad.size:
+            return [Check(v.model, v.name, "existing_scales_use_range", 0.0, EXISTING_RANGE_FLOOR, "of range", FAIL,
+                          v.backend, f"worst {t.stored}", ">=", f"{v.id}: {t.stored}'s scale holds {bad[0]!r}, "
+                          "not a finite positive number")]
+    uses = [(quant_artifacts.range_use(t), t) for t in tensors]
+    (use, channel), worst = min(uses, key=lambda u: u[0][0])
+    where = f"{worst.stored}" + (f" channel {channel}" if channel is not None else "")
+    ok = use >= EXISTING_RANGE_FLOOR
+    reason = "" if ok else (f"{v.id}: {where} reaches {use:.1%} of its integer range (floor "
+                            f"{EXISTING_RANGE_FLOOR:.0%}): its scale is about {1 / use:.1f}x too coarse")
+    return [Check(v.model, v.name, "existing_scales_use_range", round(use, 4), EXISTING_RANGE_FLOOR, "of range",
+                  PASS if ok else FAIL, v.backend, f"worst {where}; {len(tensors)} tensors", ">=", reason)]
+
+
+EXISTING_RANGE_FLOOR = 0.25  # 7-bit (reduce_range) weights reach 0.5; a scale 4x too coarse fails
+
+
+def came_int8(variant, model) -> bool:
+    """An ONNX variant, without a quantizing step of its own, of a model that was given already int8."""
+    from tinygate.safety import check_size
+    from tinygate.steps.onnx_steps import quantized_form
+
+    if model.source_kind != "onnx" or variant.kind != "onnx" or any(s.name in QUANTIZING_STEPS for s in variant.steps):
+        return False
+    try:
+        check_size(model.weights)
+        return quantized_form(model.weights) is not None
+    except Exception:  # an unreadable model fails the checks that read it, with their own line
+        return False
+
+
 # -- Core ML packages, from their spec -----------------------------------------------------------------------
 
 def _coreml_spec(run: VariantRun):
@@ -247,7 +292,8 @@ def coreml_target(run: VariantRun) -> list[Check]:
 
 
 # Checks that are not budget keys: the quantized-weight bound and the Core ML spec.
-SPEC_CHECKS = {"weight_error_vs_bound": weight_error_bound, "coreml_program": coreml_program,
+SPEC_CHECKS = {"weight_error_vs_bound": weight_error_bound, "existing_scales_use_range": existing_quantization,
+               "coreml_program": coreml_program,
                "coreml_inputs": coreml_inputs, "coreml_outputs": coreml_outputs,
                "coreml_precision": coreml_precision, "coreml_target": coreml_target}
 

@@ -260,6 +260,8 @@ class VariantRun:
         keys = [k for k in self.variant.budgets if k in checks_.BUDGET_CHECKS]
         if self._quantizing_index() is not None:
             keys += ["weight_error_vs_bound"] + ([] if "min_weight_sqnr_db" in keys else ["min_weight_sqnr_db"])
+        elif checks_.came_int8(self.variant, self.model):
+            keys += ["existing_scales_use_range"]
         if self.variant.kind == "mlpackage":
             keys += [k for k in checks_.SPEC_CHECKS if k.startswith("coreml")]
         return keys

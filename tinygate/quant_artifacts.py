@@ -213,6 +213,57 @@ def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> l
     return out
 
 
+def read_existing(path: Path) -> list[QuantizedTensor]:
+    """The int8 weights of a model that came quantized (no float weights to compare with): each integer initializer
+    a DequantizeLinear, QLinearConv, QLinearMatMul or QGemm reads, with the scale and zero point it is read with.
+    Int32 biases are left out (their scale is derived)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    uses = []  # (weight, scale, zero point, axis)
+    for n in graph.node:
+        if n.op_type == "DequantizeLinear":
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            uses.append((n.input[0], n.input[1], n.input[2] if len(n.input) > 2 else "", axis))
+        elif n.op_type in ("QLinearConv", "QLinearMatMul", "QGemm") and len(n.input) > 5:
+            uses.append((n.input[3], n.input[4], n.input[5], _qoperator_axes(graph).get(n.input[3])))
+    out = []
+    for w, s, z, axis in uses:
+        if w not in inits or s not in inits:
+            continue
+        q = numpy_helper.to_array(inits[w])
+        if q.dtype not in (np.int8, np.uint8, np.int16, np.uint16):
+            continue
+        scale = numpy_helper.to_array(inits[s]).astype(np.float32).ravel()
+        zero = (numpy_helper.to_array(inits[z]).astype(np.int64).ravel() if z in inits
+                else np.zeros_like(scale, np.int64))
+        axis = (axis % q.ndim if axis is not None else 0) if scale.size > 1 and q.ndim else None
+        info = np.iinfo(q.dtype)
+        params = quant.QParams(scale, zero, int(info.min), int(info.max), axis)
+        out.append(QuantizedTensor(None, w, "affine", np.zeros(0), params, q.astype(np.int64)))
+    return out
+
+
+def range_use(qt: QuantizedTensor) -> tuple[float, int | None]:
+    """How much of its integer range a tensor's largest |q - Z| reaches (1: the scale maps the largest weight to
+    the end of the range, as int8 quantizers do; 0.5 is one bit unused), per channel, the worst channel and
+    where. All-zero channels (pruned) are passed over."""
+    p = qt.params
+    z = p._shape(qt.q.ndim, p.zero_point) * np.ones_like(qt.q)
+    reach = np.maximum(p.qmax - z, z - p.qmin).astype(np.float64)
+    dev = np.abs(qt.q - z)
+    if p.axis is None:
+        return (float(dev.max() / reach.max()) if dev.any() else 1.0), None
+    moved = np.moveaxis(dev / reach, p.axis, 0).reshape(dev.shape[p.axis], -1).max(axis=1)
+    live = [i for i in range(len(moved)) if np.moveaxis(dev, p.axis, 0)[i].any()]
+    if not live:
+        return 1.0, None
+    worst = min(live, key=lambda i: moved[i])
+    return float(moved[worst]), worst
+
+
 def load_mil_program(path: Path):
     """The MIL program of a saved .mlpackage, with its weights, through coremltools' own loader."""
     import coremltools as ct

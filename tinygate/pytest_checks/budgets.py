@@ -5,7 +5,7 @@ the check it judges, and the markers that select it and pick its variants."""
 import pytest
 
 from tinygate.budgets import BUDGETS, QUANTIZING_STEPS
-from tinygate.checks import SPEC_CHECKS
+from tinygate.checks import SPEC_CHECKS, came_int8
 
 
 def _check(key: str, *marks):
@@ -44,6 +44,9 @@ test_output_top1_agreement_floor = _budget("min_output_top1_agreement_pct", qual
 # Every quantized variant gets both, the SQNR floor by default when min_weight_sqnr_db is not set.
 test_quantized_weights_within_bound = _check("weight_error_vs_bound", *quantized)
 test_quantized_weight_sqnr_floor = _check("min_weight_sqnr_db", *quantized)
+# A model given already int8 has no float weights: its own scales are read instead.
+test_existing_int8_scales_use_their_range = _check("existing_scales_use_range", pytest.mark.quantization,
+                                                   pytest.mark.select(lambda v, m: came_int8(v, m)))
 test_coreml_loads_as_mlprogram = _check("coreml_program", *coreml)
 test_coreml_inputs_match_float = _check("coreml_inputs", *coreml)
 test_coreml_outputs_match_float = _check("coreml_outputs", *coreml)

@@ -95,17 +95,24 @@ QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", 
                  "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm"}
 
 
+def quantized_form(path: Path) -> str | None:
+    """What makes an ONNX model int8 already ("DequantizeLinear nodes", "int8 initializers (w, ...)"), or None."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    found = sorted({n.op_type for n in graph.node if n.op_type in QUANTIZED_OPS})
+    int8 = [t.name for t in graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
+    if found or int8:
+        return f"{', '.join(found)} nodes" if found else f"int8 initializers ({', '.join(int8[:3])})"
+    return None
+
+
 def refuse_quantized(src: Artifact, step: str) -> None:
     """A model that is already int8 is not quantized again (the result would be the same model, or a double
     rounding), nor converted to fp16 (its scales would become fp16, which the runtime refuses): say so, in one
     line, naming what makes it int8."""
-    import onnx
-
-    graph = onnx.load(str(src.path), load_external_data=False).graph
-    found = sorted({n.op_type for n in graph.node if n.op_type in QUANTIZED_OPS})
-    int8 = [t.name for t in graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
-    if found or int8:
-        what = f"{', '.join(found)} nodes" if found else f"int8 initializers ({', '.join(int8[:3])})"
+    what = quantized_form(src.path)
+    if what:
         raise GateError(src.path, None, f"is already quantized ({what}): {step} takes a float model; gate this "
                                         "one as it is (a variant without this step)")
 
