@@ -28,6 +28,10 @@ settings.register_profile("ci", max_examples=300, derandomize=True, deadline=Non
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The configs the self-tests write sit in temporary folders and name the bundled weights in this checkout: their
+# project root is the whole file system. The confinement tests (test_confinement.py) set their own.
+os.environ.setdefault("TINYGATE_ROOT", "/")
+
 
 @dataclass
 class GateRun:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import re
 import sys
 import tomllib
@@ -148,8 +149,8 @@ class GateConfig:
 class _Reader:
     """Walks the TOML tree, remembering the dotted key so every error can name it."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, root: Path) -> None:
+        self.path, self.root = path, root
 
     def fail(self, key: str, problem: str) -> GateError:
         return GateError(self.path, key, problem)
@@ -183,8 +184,19 @@ class _Reader:
             raise self.fail(key, f"must be {names}, got {type(value).__name__} {value!r}")
         return value
 
+    def inside(self, value: Any, key: str) -> Path:
+        """A path the config names, resolved from its folder: it must stay inside the project root, symlinks
+        followed (a pull request's config must not read files elsewhere on the machine)."""
+        given = self.path.parent / self.typed(value, key, str)
+        path = given.resolve()
+        if not path.is_relative_to(self.root):
+            how = "leads through a symlink" if Path(os.path.normpath(given)).is_relative_to(self.root) else "is"
+            raise self.fail(key, f"{value!r} {how} outside the project root {self.root} (widen it with --gate-root "
+                                 "or $TINYGATE_ROOT)")
+        return path
+
     def file(self, value: Any, key: str) -> Path:
-        path = (self.path.parent / self.typed(value, key, str)).resolve()
+        path = self.inside(value, key)
         if not path.is_file():
             raise self.fail(key, f"file not found: {path}")
         return path
@@ -209,17 +221,21 @@ class _Reader:
         return ref
 
 
-def load(path: str | Path, raw: dict | None = None) -> GateConfig:
+def load(path: str | Path, raw: dict | None = None, root: str | Path | None = None) -> GateConfig:
     """Parse and validate a gate config (or `raw`, its TOML data, paths relative to `path`'s folder); raises
-    GateError on the first problem."""
+    GateError on the first problem. Every path it names must stay inside `root` (else $TINYGATE_ROOT, else the
+    config's folder)."""
     path = Path(path).resolve()
     if not path.is_file():
         raise GateError(path, None, "gate config file not found")
+    root = Path(root or os.environ.get("TINYGATE_ROOT") or path.parent).resolve()
+    if not path.is_relative_to(root):
+        raise GateError(path, None, f"is outside the project root {root} it is to be confined to")
     if raw is None:
         raw = read_toml(path)
     if str(path.parent) not in sys.path:  # a factory or data module kept beside the config imports as-is
         sys.path.append(str(path.parent))
-    r = _Reader(path)
+    r = _Reader(path, root)
     r.table(raw, "", {"models"}, {"machines", "regression", "steps", "networks"})
     steps = _steps(r, raw.get("steps", {}))
     machines = {name: _machine(r, name, body) for name, body in
@@ -448,7 +464,7 @@ def _data(r: _Reader, key: str, body: Any, input_shape: list[int], input_names: 
     if input_names:
         raise r.fail(f"{key}.images", "an image folder feeds a model with one input; this model has "
                                       f"{len(input_names)} (give an .npz with one array per input)")
-    folder = (r.path.parent / r.typed(body["images"], f"{key}.images", str)).resolve()
+    folder = r.inside(body["images"], f"{key}.images")
     if not folder.is_dir():
         raise r.fail(f"{key}.images", f"folder not found: {folder}")
     layout = r.typed(body.get("layout", "NCHW"), f"{key}.layout", str)

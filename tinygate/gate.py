@@ -35,10 +35,10 @@ class Gate:
     """A gate config with its cache and the record of what was measured and judged."""
 
     def __init__(self, config: GateConfig | str | Path, cache_dir: str | Path | None = None, threads: int = 1,
-                 recorder: Recorder | None = None, bundle: Bundle | None = None) -> None:
+                 recorder: Recorder | None = None, bundle: Bundle | None = None, root: str | Path | None = None) -> None:
         from tinygate.config import load
 
-        self.config = config if isinstance(config, GateConfig) else load(config)
+        self.config = config if isinstance(config, GateConfig) else load(config, root=root)
         self.bundle = bundle  # judging a pull request's bundle: its artifacts are measured, nothing is built
         self.review: list = []  # judging: how the pull request's config differs (tinygate.review.Change)
         self.approved = False  # judging: a person approved those changes

@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gate", "tinygate release gate")
     group.addoption("--gate-config", default=None,
                     help="the gate config (default: gate_config in the ini file, else gate.toml in the rootdir)")
+    group.addoption("--gate-root", default=None,
+                    help="every path the config names must stay inside this folder (default: $TINYGATE_ROOT, else "
+                         "the config's folder)")
     group.addoption("--gate-cache-dir", default=None,
                     help="where built artifacts and scores are cached (default: .tinygate-cache beside the config)")
     group.addoption("--gate-reports-dir", default=None,
@@ -92,6 +95,12 @@ def _from(base: Path, given: str | os.PathLike) -> Path:
     return (path if path.is_absolute() else base / path).resolve()
 
 
+def _root(config: pytest.Config) -> Path | None:
+    """--gate-root, from the folder pytest was started in (None: $TINYGATE_ROOT, else the config's folder)."""
+    given = config.getoption("--gate-root")
+    return _from(Path(config.invocation_params.dir), given) if given else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -120,7 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 first = (str(exc).strip().splitlines() or [""])[0]
                 raise GateError(bundle, None, f"cannot be judged: {type(exc).__name__}: {first}") from None
         else:
-            gate = Gate(path, cache, config.getoption("--gate-threads"))
+            gate = Gate(path, cache, config.getoption("--gate-threads"), root=_root(config))
     except GateError as exc:
         _stopped(config, path, f"gate stopped: {exc}")
     if config.getoption("--gate-accept-baseline") and not config.getoption("gate_reason").strip():
@@ -166,7 +175,7 @@ def _judging(config: pytest.Config, path: Path, bundle_dir: Path, cache: Path | 
     approved = bool(config.getoption("--gate-approved"))
     known = set(STEPS) | set(target.get("steps", {}) if isinstance(target.get("steps"), dict) else {})
     merged, unbuildable = review.judged_config(target, candidate, approved, known)
-    gate = Gate(load(path, merged), cache, config.getoption("--gate-threads"), bundle=bundle)
+    gate = Gate(load(path, merged, _root(config)), cache, config.getoption("--gate-threads"), bundle=bundle)
     gate.review = review.changes(target, candidate) + unbuildable
     gate.approved = approved
     return gate
