@@ -225,6 +225,8 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
     if art.kind in ("torch", "torchscript"):
         import torch
 
+        from tinygate.safety import max_call_seconds, time_limit
+
         torch.set_num_threads(threads)
         if art.kind == "torch":
             model = load_torch(art)
@@ -236,7 +238,8 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
                 model = torch.jit.load(str(art.path))
 
         def run(*xs: np.ndarray) -> list[np.ndarray]:
-            with torch.inference_mode():
+            limit = max_call_seconds()
+            with torch.inference_mode(), time_limit(limit, art.path, "one inference (--gate-max-call-seconds)"):
                 out = model(*(torch.from_numpy(x) for x in xs))
             outs = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
             return [t.numpy() for t in outs]

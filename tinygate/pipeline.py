@@ -20,6 +20,7 @@ from tinygate.cache import Cache, digest_path, key_of, tinygate_sources, tool_ve
 from tinygate.config import DataSpec, Model, Step
 from tinygate.data import Dataset
 from tinygate.errors import GateError
+from tinygate.safety import max_step_seconds, time_limit
 from tinygate.steps import STEPS, StepSpec
 
 
@@ -232,7 +233,9 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
         # instead of letting pytest's filterwarnings=error turn them into step failures.
         if ctx.progress is not None:
             ctx.progress(f"step {step.name}")
-        with warnings.catch_warnings(record=True) as caught, _logged() as logged:
+        limit = max_step_seconds()
+        with warnings.catch_warnings(record=True) as caught, _logged() as logged, \
+                time_limit(limit, src.path, f"step {step.name} (--gate-max-step-seconds)"):
             warnings.simplefilter("always")
             path = spec.build_fn()(src, step.params, ctx, out)
         meta = {"artifact": path.name, "kind": spec.produces, "digest": digest_path(path),

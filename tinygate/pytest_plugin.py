@@ -55,6 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="refuse any model, weights or data file larger than this, before reading it")
     group.addoption("--gate-max-call-seconds", type=float, default=120.0,
                     help="stop an ONNX Runtime inference call that runs longer than this (a hostile Loop)")
+    group.addoption("--gate-max-step-seconds", type=float, default=1800.0,
+                    help="stop a step (export, quantization, conversion) that runs longer than this")
     group.addoption("--gate-baseline-dir", default=None,
                     help="the baseline to compare with (default: REPORTS/baseline); CI passes the target branch's")
     group.addoption("--gate-accept-baseline", action="store_true",
@@ -111,12 +113,13 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from tinygate.errors import GateError
     from tinygate.gate import Gate
-    from tinygate.safety import refuse_unsafe_environment, set_max_call_seconds, set_max_file_mb
+    from tinygate.safety import refuse_unsafe_environment, set_max_call_seconds, set_max_file_mb, set_max_step_seconds
 
     try:
         refuse_unsafe_environment()
         set_max_file_mb(config.getoption("--gate-max-file-mb"))
         set_max_call_seconds(config.getoption("--gate-max-call-seconds"))
+        set_max_step_seconds(config.getoption("--gate-max-step-seconds"))
         cache = config.getoption("--gate-cache-dir")
         cache = _from(Path(config.invocation_params.dir), cache) if cache else None
         bundle = config.getoption("--gate-bundle")

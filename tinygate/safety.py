@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from tinygate.errors import GateError
 
 DEFAULT_MAX_FILE_MB = 1024.0
-_limit = {"max_file_mb": DEFAULT_MAX_FILE_MB, "max_call_s": 120.0}
+_limit = {"max_file_mb": DEFAULT_MAX_FILE_MB, "max_call_s": 120.0, "max_step_s": 1800.0}
 
 
 def set_max_call_seconds(value: float) -> None:
@@ -29,6 +30,75 @@ def set_max_call_seconds(value: float) -> None:
 
 def max_call_seconds() -> float:
     return _limit["max_call_s"]
+
+
+def set_max_step_seconds(value: float) -> None:
+    """How long one step (an export, a quantization, a conversion) may run (the gate's --gate-max-step-seconds)."""
+    if not value > 0:
+        raise GateError("--gate-max-step-seconds", None, f"must be positive, got {value}")
+    _limit["max_step_s"] = float(value)
+
+
+def max_step_seconds() -> float:
+    return _limit["max_step_s"]
+
+
+class _Expired(BaseException):
+    """Raised by the alarm inside whatever code overran; a BaseException, so that a library's `except Exception`
+    cannot swallow it. time_limit turns it into a GateError."""
+
+
+_deadlines: list[list] = []  # [deadline, token], innermost last
+
+
+def _arm() -> None:
+    import signal
+    import time
+
+    if _deadlines:
+        signal.setitimer(signal.ITIMER_REAL, max(min(d for d, _ in _deadlines) - time.monotonic(), 1e-3))
+    else:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _alarm(signum, frame) -> None:
+    import time
+
+    expired = [token for deadline, token in _deadlines if deadline <= time.monotonic() + 1e-3]
+    if expired:
+        raise _Expired(expired[0])
+    _arm()
+
+
+@contextmanager
+def time_limit(seconds: float, where: str | Path, what: str):
+    """Stop the code inside after `seconds` of wall time with one line naming `where`, `what` ran too long and
+    the option that sets the limit. Enforced by SIGALRM in the main thread (Python code is stopped between
+    bytecodes, a native call when it returns); elsewhere it does nothing. Nests: the earliest deadline fires."""
+    import signal
+    import threading
+    import time
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    token = object()
+    previous = signal.getsignal(signal.SIGALRM) if not _deadlines else None
+    if not _deadlines:
+        signal.signal(signal.SIGALRM, _alarm)
+    _deadlines.append([time.monotonic() + seconds, token])
+    _arm()
+    try:
+        yield
+    except _Expired as exc:
+        if exc.args[0] is not token:
+            raise
+        raise GateError(where, None, f"{what} ran past {seconds:g} s and was stopped") from None
+    finally:
+        _deadlines[:] = [d for d in _deadlines if d[1] is not token]
+        _arm()
+        if not _deadlines:
+            signal.signal(signal.SIGALRM, previous)
 
 
 def set_max_file_mb(value: float) -> None:
