@@ -229,7 +229,34 @@ def test_memory_bombs_are_refused_before_they_allocate(tmp_path):
     with pytest.raises(GateError, match="is 10000 x 8000 = 80 megapixels, over the 50 cap"):
         check_image(tmp_path / "huge.png")
     with pytest.raises(GateError, match=r"shape: \[1, 3, 100000, 100000\] is 30,000,000,000 elements"):
-        _inputs(_Reader(tmp_path / "gate.toml"), "models.m.input", {"name": "x", "shape": [1, 3, 100000, 100000]})
+        _inputs(_Reader(tmp_path / "gate.toml", tmp_path), "models.m.input", {"name": "x", "shape": [1, 3, 100000, 100000]})
+
+
+def test_an_onnx_tensor_over_the_cap_is_refused_before_a_session_allocates_it(tmp_path):
+    """A ConstantOfShape of [100000, 100000] (40 GB) in a 1 KB model: shape inference sizes it, the runner refuses
+    it in one line naming the tensor and the cap; under the cap the same model runs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tinygate.artifacts import Artifact, runner
+    from tinygate.errors import GateError
+
+    def model(side: int) -> Artifact:
+        graph = helper.make_graph(
+            [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0), helper.make_node("Add", ["x", "s"], ["y"])],
+            "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+            [numpy_helper.from_array(np.array([side, side], np.int64), "shape")])
+        path = tmp_path / f"m{side}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return Artifact("onnx", path, str(side), "")
+
+    with pytest.raises(GateError, match=r"m100000.onnx: big: tensor of shape \[100000, 100000\] would take 40,000 MB, "
+                                        r"over the 2048 MB cap \(--gate-max-tensor-mb\)"):
+        runner(model(100_000))
+    assert runner(model(10))(np.zeros(1, np.float32)) == pytest.approx([100.0])
 
 
 def test_an_onnx_loop_with_a_huge_trip_count_is_stopped_in_one_line(tmp_path):

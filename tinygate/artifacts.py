@@ -220,7 +220,9 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
     """A function from batched input arrays (one per model input, in order) to every output, in order."""
     if dict(art.meta).get("runtime") == "web":
         from tinygate import browser
+        from tinygate.safety import check_onnx_tensors
 
+        check_onnx_tensors(art.path)
         return browser.runner_all(art, threads)
     if art.kind in ("torch", "torchscript"):
         import torch
@@ -247,9 +249,10 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
     if art.kind == "onnx":
         import onnxruntime as ort
 
-        from tinygate.safety import check_onnx
+        from tinygate.safety import check_onnx, check_onnx_tensors
 
         check_onnx(art.path)
+        check_onnx_tensors(art.path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -180,11 +180,19 @@ def _torch_output_names(args, shapes: list[list[int]]) -> list[str]:
     from tinygate.artifacts import Artifact, runner_all
 
     try:
-        config._Reader(args.config).callable_ref(args.factory, "--factory")
+        config._Reader(args.config, args.config.parent).callable_ref(args.factory, "--factory")
     except GateError as exc:
         raise GateError("--factory", None, exc.problem) from None
     art = Artifact("torch", args.model.resolve(), "", args.factory)
-    count = len(runner_all(art)(*(np.zeros(shape, np.float32) for shape in shapes)))
+    try:
+        count = len(runner_all(art)(*(np.zeros(shape, np.float32) for shape in shapes)))
+    except GateError:
+        raise
+    except Exception as exc:  # the user's forward, on inputs of the shape their data gave: say so, in one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise GateError(args.model, None, f"{args.factory}'s forward on input(s) of shape "
+                                          f"{', '.join(str(list(s)) for s in shapes)} (from --data) raised "
+                                          f"{type(exc).__name__}: {first}") from None
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 

@@ -55,6 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="refuse any model, weights or data file larger than this, before reading it")
     group.addoption("--gate-max-call-seconds", type=float, default=120.0,
                     help="stop an ONNX Runtime inference call that runs longer than this (a hostile Loop)")
+    group.addoption("--gate-max-tensor-mb", type=float, default=2048.0,
+                    help="refuse an ONNX model with a tensor larger than this (shapes inferred before running it)")
     group.addoption("--gate-max-step-seconds", type=float, default=1800.0,
                     help="stop a step (export, quantization, conversion) that runs longer than this")
     group.addoption("--gate-baseline-dir", default=None,
@@ -113,13 +115,15 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from tinygate.errors import GateError
     from tinygate.gate import Gate
-    from tinygate.safety import refuse_unsafe_environment, set_max_call_seconds, set_max_file_mb, set_max_step_seconds
+    from tinygate.safety import (refuse_unsafe_environment, set_max_call_seconds, set_max_file_mb,
+                                 set_max_step_seconds, set_max_tensor_mb)
 
     try:
         refuse_unsafe_environment()
         set_max_file_mb(config.getoption("--gate-max-file-mb"))
         set_max_call_seconds(config.getoption("--gate-max-call-seconds"))
         set_max_step_seconds(config.getoption("--gate-max-step-seconds"))
+        set_max_tensor_mb(config.getoption("--gate-max-tensor-mb"))
         cache = config.getoption("--gate-cache-dir")
         cache = _from(Path(config.invocation_params.dir), cache) if cache else None
         bundle = config.getoption("--gate-bundle")

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from tinygate.errors import GateError
 
 DEFAULT_MAX_FILE_MB = 1024.0
-_limit = {"max_file_mb": DEFAULT_MAX_FILE_MB, "max_call_s": 120.0, "max_step_s": 1800.0}
+_limit = {"max_file_mb": DEFAULT_MAX_FILE_MB, "max_call_s": 120.0, "max_step_s": 1800.0, "max_tensor_mb": 2048.0}
 
 
 def set_max_call_seconds(value: float) -> None:
@@ -99,6 +99,42 @@ def time_limit(seconds: float, where: str | Path, what: str):
         _arm()
         if not _deadlines:
             signal.signal(signal.SIGALRM, previous)
+
+
+def set_max_tensor_mb(value: float) -> None:
+    """The largest tensor a model may declare or be inferred to make (the gate's --gate-max-tensor-mb)."""
+    if not value > 0:
+        raise GateError("--gate-max-tensor-mb", None, f"must be positive, got {value}")
+    _limit["max_tensor_mb"] = float(value)
+
+
+def check_onnx_tensors(path: Path, max_mb: float | None = None) -> None:
+    """Every tensor of the graph whose size ONNX shape inference can tell (with data propagation: a
+    ConstantOfShape, a Reshape or an Expand fed by constants), against the cap, before a session allocates it.
+    Tensors of a size known only at run time are not seen here (the time limit still stops them)."""
+    import math
+
+    import onnx
+
+    max_mb = _limit["max_tensor_mb"] if max_mb is None else max_mb
+    model = onnx.load(str(path), load_external_data=False)
+    try:
+        graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    except Exception:  # inference refuses the graph: the runtime's own loader says why
+        graph = model.graph
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        t = vi.type.tensor_type
+        if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
+            continue
+        dims = [d.dim_value for d in t.shape.dim]
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).itemsize
+        except Exception:
+            itemsize = 8
+        size = math.prod(dims) * itemsize
+        if size > max_mb * 1e6:
+            raise GateError(path, vi.name, f"tensor of shape {dims} would take {size / 1e6:,.0f} MB, over the "
+                                           f"{max_mb:g} MB cap (--gate-max-tensor-mb)")
 
 
 def set_max_file_mb(value: float) -> None:
