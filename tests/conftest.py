@@ -51,12 +51,13 @@ class GateRun:
 
 def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = None,
                  env: dict | None = None) -> GateRun:
-    """`pytest model_tests` on a config in a fresh process, with reports (and, unless given, the cache) in
-    tmp_path."""
+    """`pytest model_tests` on a config in a fresh process, with reports (and, unless given or named by
+    $TINYGATE_TEST_CACHE, as the soak benchmark does, the cache) in tmp_path."""
     reports = tmp_path / "reports"
     cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
            "--no-gate-strict",
-           f"--gate-config={config}", f"--gate-cache-dir={cache or tmp_path / 'cache'}",
+           f"--gate-config={config}",
+           f"--gate-cache-dir={cache or os.environ.get('TINYGATE_TEST_CACHE') or tmp_path / 'cache'}",
            f"--gate-reports-dir={reports}", *args]
     outer = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
     if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # beside the other workers' gates: a share of the cores each

@@ -19,7 +19,7 @@ from typing import Any
 from tinygate.budgets import BUDGETS, FIDELITY, NATIVE_TIMING, WEB_LATENCY
 from tinygate.data import ImagePrep
 from tinygate.errors import GateError
-from tinygate.steps import BACKEND, STEPS, StepSpec
+from tinygate.steps import BACKEND, CANNOT_FOLLOW, STEPS, StepSpec
 
 # image: outputs scored against targets (PSNR/SSIM); classifier: against labels (accuracy);
 # fidelity: no ground truth, every output compared with the float model's (tinygate/fidelity.py).
@@ -514,6 +514,9 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
         if kind not in spec.consumes:
             made = f"the steps before it produce {kind}" if steps else f"the model is {kind}"
             raise r.fail(f"{skey}.step", f"{step_name} takes a {'/'.join(spec.consumes)} model, but {made}")
+        after, why = CANNOT_FOLLOW.get(step_name, ((), ""))
+        if earlier := [s.name for s in steps if s.name in after]:
+            raise r.fail(f"{skey}.step", f"{step_name} cannot follow {earlier[-1]}: {why}")
         params = {}
         for pname, param in spec.params.items():
             value = r.typed(raw.get(pname, param.default), f"{skey}.{pname}", param.type)

@@ -115,6 +115,21 @@ STEPS: dict[str, StepSpec] = {s.name: s for s in (
 )}
 
 
+ORT_INT8 = ("ort_int8_dynamic", "ort_int8_static")
+
+# Step orders a runtime cannot take, refused when the config is read: step -> (steps it may not follow, why).
+CANNOT_FOLLOW: dict[str, tuple[tuple[str, ...], str]] = {
+    **{s: (("ort_fp16", *ORT_INT8), "ONNX Runtime's quantizer takes a float32 model (after ort_fp16 it crashes; after "
+                                    "another int8 step the model is int8 already): quantize once, from float32")
+       for s in ORT_INT8},
+    "ort_fp16": (ORT_INT8, "an int8 model's scales would become fp16, which ONNX Runtime refuses"),
+    "coreml_int8": (("coreml_int8",), "the weights are int8 already: a second pass changes nothing"),
+    "coreml_palettize": (("coreml_int8", "coreml_palettize"), "coremltools leaves weights that are already compressed "
+                         "as they are: the palettization would silently do nothing (palettize first, then coreml_int8 "
+                         "to quantize the look-up table)"),
+}
+
+
 FP16_MAX = 65504.0  # the largest finite float16
 
 
