@@ -262,6 +262,65 @@ def case_corrupt_image_in_the_evaluation_folder(tmp):
         "is not a readable image"
 
 
+def case_float8_weights(tmp):
+    return {"weights": _weights(tmp, lambda s: s.update({k: v.to(torch.float8_e4m3fn) for k, v in s.items()}))}, \
+        "the gate reads float32, float16 or bfloat16 weights"
+
+
+def _pt(tmp: Path, edit) -> Path:
+    state = load_file(WEIGHTS)
+    edit(state)
+    torch.save(state, tmp / "weights.pt")
+    return tmp / "weights.pt"
+
+
+def case_sparse_weights(tmp):
+    return {"weights": _pt(tmp, lambda s: s.update({k: v.to_sparse() for k, v in s.items() if v.ndim == 2}))}, \
+        "tensor; the gate reads dense weights"
+
+
+def case_meta_weights(tmp):
+    return {"weights": _pt(tmp, lambda s: s.update({k: torch.empty(v.shape, device="meta") for k, v in s.items()}))}, \
+        "is a meta tensor, which holds no data"
+
+
+FACTORY = """
+import torch
+from tinygate.zoo.digits import build as real
+
+def build():
+    return {made}
+
+class NoneOut(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = real()
+
+    def forward(self, x):
+        self.inner(x)
+"""
+
+
+def _factory(tmp: Path, made: str) -> dict:
+    (tmp / "userfactory.py").write_text(FACTORY.format(made=made))
+    return {"text": lambda t: t.replace('"tinygate.zoo.digits:build"', '"userfactory:build"')}
+
+
+def case_factory_that_returns_none(tmp):
+    return {**_factory(tmp, "None"), "named": "userfactory:build"}, "returned NoneType, not a torch.nn.Module"
+
+
+def case_factory_that_raises(tmp):
+    return {**_factory(tmp, "1 / 0"), "named": "userfactory:build"}, "raised ZeroDivisionError: division by zero"
+
+
+def case_forward_that_returns_none(tmp):
+    state = {f"inner.{k}": v for k, v in load_file(WEIGHTS).items()}
+    save_file(state, tmp / "weights.safetensors")
+    return {**_factory(tmp, "NoneOut()"), "weights": tmp / "weights.safetensors"}, \
+        "the model's forward returned NoneType; it must return a tensor"
+
+
 CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items() if name.startswith("case_")}
 
 

@@ -126,6 +126,10 @@ BAD = [
     ("palettize_after_int8_a_silent_no_op", ('{ step = "coreml_palettize", nbits = 4 }',
                                              '{ step = "coreml_int8" }, { step = "coreml_palettize", nbits = 4 }'),
      "models.tinybeauty.variants.coreml_palettize.steps[2].step", "would silently do nothing"),
+    ("name_too_long_for_a_file_name", ("[models.digits.variants.float]", f"[models.digits.variants.{'v' * 300}]"),
+     f"models.digits.variants.{'v' * 300}", "at most 64"),
+    ("input_batch_other_than_one", ("shape = [1, 1, 8, 8]", "shape = [4, 1, 8, 8]"),
+     "models.digits.input.shape", "the first dimension is the batch"),
     ("factory_that_does_not_exist", ('"tinygate.zoo.digits:build"', '"tinygate.zoo.digits:biuld"'),
      "models.digits.factory", "has no callable 'biuld'"),
     ("factory_module_that_does_not_import", ('"tinygate.zoo.digits:build"', '"tinygate.zoo.nothere:build"'),
@@ -238,3 +242,50 @@ def test_download_budgets_name_built_in_and_user_network_profiles(tmp_path):
     assert cfg.networks["slow_3g"].seconds(50_000) == pytest.approx(0.4 + 1.0)
     assert cfg.networks["office"].seconds(1_000_000) == pytest.approx(0.02 + 1.0)
 
+
+
+def test_npz_inputs_of_float64_are_read_as_float32_and_may_be_named_after_the_input(tmp_path):
+    """numpy's default float64 is what most users save; a single-input model's array may carry the input's name."""
+    from tinygate.config import DataSpec
+    from tinygate.pipeline import load_data
+
+    np.savez(tmp_path / "a.npz", digit=np.random.default_rng(0).random((5, 1, 8, 8)))  # float64, named as the input
+    data = load_data(DataSpec(npz=tmp_path / "a.npz", sole_input="digit"), "models.digits.eval")
+    assert data.inputs.dtype == np.float32 and data.inputs.shape == (5, 1, 8, 8)
+    with pytest.raises(GateError, match="the .npz has no 'inputs' array"):
+        load_data(DataSpec(npz=tmp_path / "a.npz", sole_input="image"), "models.digits.eval")
+
+
+@pytest.mark.parametrize("arrays", [{"inputs": np.float32(3.0)}, {"inputs": np.zeros((4, 8), np.float32),
+                                                                   "labels": np.int64(1)}], ids=["inputs", "labels"])
+def test_a_zero_dimensional_array_is_refused_in_one_line(tmp_path, arrays):
+    from tinygate.config import DataSpec
+    from tinygate.pipeline import load_data
+
+    np.savez(tmp_path / "a.npz", **arrays)
+    with pytest.raises(GateError, match=r"a.npz: models.m.eval: \w+ is a single number \(a 0-d array\)"):
+        load_data(DataSpec(npz=tmp_path / "a.npz"), "models.m.eval")
+
+
+def test_an_onnx_input_of_fixed_size_must_match_the_declared_shape(tmp_path):
+    """A graph exported with batch 4 (or another fixed size) cannot take the declared one sample per call: said at
+    load, naming the input and both shapes, instead of ONNX Runtime's "invalid dimensions" per check."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def write(dims):
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "e.npz", inputs=np.zeros((2, 1, 8, 8), np.float32))
+    (tmp_path / "gate.toml").write_text('[models.m]\nonnx = "m.onnx"\ntask = "fidelity"\n'
+                                        'input = { name = "x", shape = [1, 1, 8, 8] }\noutput = { name = "y" }\n'
+                                        'eval = { npz = "e.npz" }\n[models.m.variants.float]\nsteps = []\n'
+                                        'budgets = { max_size_kb = 10 }\n')
+    write(["n", 1, 8, 8])  # a named batch dimension: any size
+    config.load(tmp_path / "gate.toml")
+    write([4, 1, 8, 8])
+    with pytest.raises(GateError, match=r"models.m.input.shape: \[1, 1, 8, 8\] does not fit input 'x' of .*m.onnx, "
+                                        r"shaped \[4, 1, 8, 8\]"):
+        config.load(tmp_path / "gate.toml")

@@ -98,6 +98,9 @@ def test_a_bad_folder_declaration_stops_the_config_in_one_line(tmp_path, table, 
     (lambda root: None, "imgs: eval: holds no images"),
     (lambda root: (_folder(root, {"a.png": CAMERA, "cls/b.png": CAMERA})), "mixes images at the top with class"),
     (lambda root: (root / "link.png").symlink_to(Path(__file__)), "link.png: eval: symlinks are refused"),
+    (lambda root: __import__("PIL.Image").Image.fromarray(CAMERA).save(
+        root / "pages.tif", save_all=True, append_images=[__import__("PIL.Image").Image.fromarray(CAMERA)]),
+     "pages.tif: holds 2 frames .a multipage file.; give one image per file"),
 ])
 def test_a_bad_image_folder_fails_in_one_line_naming_the_file(tmp_path, setup, problem):
     root = tmp_path / "imgs"
@@ -105,3 +108,12 @@ def test_a_bad_image_folder_fails_in_one_line_naming_the_file(tmp_path, setup, p
     setup(root)
     with pytest.raises(GateError, match=problem):
         image_folder(root, ImagePrep("NCHW", (16, 24), 3), "eval")
+
+
+def test_a_gray_and_alpha_image_is_read_as_gray_its_alpha_dropped(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.stack([CAMERA, np.full_like(CAMERA, 7)], axis=-1), "LA").save(tmp_path / "imgs/la.png")
+    got = image_folder(tmp_path / "imgs", ImagePrep("NCHW", (16, 24), 1, 1.0), "eval")
+    np.testing.assert_array_equal(got.inputs[0, 0], CAMERA.astype(np.float32))

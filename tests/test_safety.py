@@ -173,3 +173,46 @@ def test_sparse_initializer_external_data_counts_and_stays_inside(tmp_path):
     assert onnx_files(model("w.bin", "ok.onnx")) == [tmp_path / "ok.onnx", tmp_path / "w.bin"]
     with pytest.raises(GateError, match="sparse initializer w external data: path '../x.bin' points outside"):
         check_onnx(model("../x.bin", "out.onnx"))
+
+
+@pytest.mark.parametrize("damage", ["seal_with_non_ascii_bytes", "entry_replaced_by_a_file"])
+def test_a_cache_entry_damaged_in_any_way_is_rebuilt_not_a_traceback(tmp_path, damage):
+    from tinygate.cache import Cache
+
+    def build(out):
+        (out / "artifact.bin").write_bytes(b"x" * 100)
+
+    cache = Cache(tmp_path)
+    entry = cache.get_or_build("k", build)
+    if damage == "seal_with_non_ascii_bytes":
+        (entry / ".complete").write_bytes("é\xff garbage".encode())
+    else:
+        import shutil
+
+        shutil.rmtree(entry)
+        entry.write_text("not a folder")
+    again = Cache(tmp_path).get_or_build("k", build)
+    assert again.is_dir() and (again / "artifact.bin").read_bytes() == b"x" * 100
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    import os
+
+    from tinygate.cache import Cache
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without write permission (not root)
+    with pytest.raises(GateError, match="the cache folder is not writable and holds no trusted entry"):
+        Cache(tmp_path).get_or_build("k", lambda out: None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GateError, match="cannot make the cache folder"):
+        Cache(tmp_path / "file" / "cache")
+
+
+def test_an_edited_baseline_score_file_is_one_line_naming_it(tmp_path):
+    from tinygate.baseline import Baseline
+
+    (tmp_path / "scores").mkdir()
+    np.save(tmp_path / "scores" / "m-v.npz", np.array([object()], dtype=object), allow_pickle=True)
+    (tmp_path / "scores" / "m-v.npz.npy").rename(tmp_path / "scores" / "m-v.npz")
+    with pytest.raises(GateError, match=r"m-v.npz: is not a readable baseline score file .ValueError"):
+        Baseline(tmp_path, {"variants": {}}).samples("m-v")

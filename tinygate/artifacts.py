@@ -57,8 +57,17 @@ class Artifact:
 
 def build_module(factory: str):
     """Call a `module:callable` factory; it returns the torch.nn.Module without weights."""
+    import torch
+
     module, func = factory.split(":")
-    return getattr(importlib.import_module(module), func)()
+    try:
+        built = getattr(importlib.import_module(module), func)()
+    except Exception as exc:  # the user's code: name it, in one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise GateError(factory, None, f"raised {type(exc).__name__}: {first}") from None
+    if not isinstance(built, torch.nn.Module):
+        raise GateError(factory, None, f"returned {type(built).__name__}, not a torch.nn.Module")
+    return built
 
 
 def load_state_dict(path: Path) -> dict:
@@ -88,6 +97,14 @@ def load_state_dict(path: Path) -> dict:
         except (SafetensorError, OSError) as exc:
             raise GateError(path, None, f"cannot read safetensors weights: {exc}") from None
     for name, tensor in state.items():
+        if tensor.is_sparse or tensor.layout != torch.strided or tensor.is_meta:
+            what = "a meta tensor, which holds no data" if tensor.is_meta else \
+                f"a {tensor.layout} tensor; the gate reads dense weights (torch.Tensor.to_dense())"
+            raise GateError(path, name, f"is {what}")
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64, torch.float16,
+                                                               torch.bfloat16):
+            raise GateError(path, name, f"is {tensor.dtype}; the gate reads float32, float16 or bfloat16 weights "
+                                        "(quantized formats are made by its steps)")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise GateError(path, name, "holds NaN or Inf weights")
     return state
@@ -243,7 +260,12 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
             limit = max_call_seconds()
             with torch.inference_mode(), time_limit(limit, art.path, "one inference (--gate-max-call-seconds)"):
                 out = model(*(torch.from_numpy(x) for x in xs))
-            outs = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
+            outs = list(out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out])
+            if not outs or not all(isinstance(t, torch.Tensor) for t in outs):
+                got = type(out).__name__ + (f" of {', '.join(sorted({type(t).__name__ for t in outs}))}"
+                                            if isinstance(out, (tuple, list, dict)) else "")
+                raise GateError(art.path, None, f"the model's forward returned {got}; it must return a tensor, "
+                                                "or a tuple, list or dict of tensors")
             return [t.numpy() for t in outs]
         return run
     if art.kind == "onnx":

@@ -39,8 +39,13 @@ class Baseline:
         path = self.root / "scores" / f"{variant_id}.npz"
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        except Exception as exc:  # an edited or corrupted baseline file: name it, in one line
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise GateError(path, None, f"is not a readable baseline score file ({type(exc).__name__}: {first}); "
+                                        "accept a new baseline") from None
 
     def artifact(self, variant_id: str) -> Artifact | None:
         """The baseline's copy of a variant's artifact, ready for a runner (checked like any untrusted file)."""

@@ -142,7 +142,12 @@ def seal(key: str, entry: Path) -> str:
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from tinygate.errors import GateError
+
+            raise GateError(root, None, f"cannot make the cache folder: {exc.strerror} (--gate-cache-dir)") from None
         self.built: list[str] = []  # keys built (not found) in this process, for tests and the report
         self._verified: set[str] = set()
 
@@ -153,7 +158,7 @@ class Cache:
         marker = entry / ".complete"
         if not marker.is_file() or not entry.is_dir():
             return False
-        if not hmac.compare_digest(marker.read_text(errors="replace").strip(), seal(key, entry)):
+        if not hmac.compare_digest(marker.read_bytes().strip(), seal(key, entry).encode()):
             return False
         self._verified.add(key)
         return True
@@ -165,6 +170,11 @@ class Cache:
         entry = self.root / key
         if self._trusted(key, entry) and intact(entry):
             return entry
+        if not os.access(self.root, os.W_OK):
+            from tinygate.errors import GateError
+
+            raise GateError(self.root, None, "the cache folder is not writable and holds no trusted entry for this "
+                                             "step: give --gate-cache-dir a writable folder")
         with FileLock(str(self.root / f"{key}.lock")):
             self._verified.discard(key)
             if self._trusted(key, entry) and intact(entry):
@@ -173,8 +183,10 @@ class Cache:
             try:
                 build(tmp)
                 (tmp / ".complete").write_text(seal(key, tmp))
-                if entry.exists():  # an incomplete leftover of a killed run
+                if entry.is_dir() and not entry.is_symlink():  # an incomplete leftover of a killed run
                     shutil.rmtree(entry)
+                elif entry.exists() or entry.is_symlink():  # not a folder at all: not ours
+                    entry.unlink()
                 os.replace(tmp, entry)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

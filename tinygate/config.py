@@ -24,7 +24,7 @@ from tinygate.steps import BACKEND, CANNOT_FOLLOW, STEPS, StepSpec
 # image: outputs scored against targets (PSNR/SSIM); classifier: against labels (accuracy);
 # fidelity: no ground truth, every output compared with the float model's (tinygate/fidelity.py).
 TASKS = ("image", "classifier", "fidelity")
-NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # at most 64: names become file names (model-variant)
 MAX_INPUT_ELEMENTS = 50_000_000  # one input of one sample: 200 MB as float32; a bigger one allocates before any check
 
 
@@ -44,6 +44,7 @@ class DataSpec:
     images: Path | None = None
     prep: ImagePrep | None = None
     input_names: tuple[str, ...] = ()  # a model with several inputs: the arrays an .npz holds, one per input
+    sole_input: str = ""  # a model with one input: its name, which an .npz may use instead of `inputs`
 
     @property
     def origin(self) -> str | Path:
@@ -272,7 +273,7 @@ def _networks(r: _Reader, raw: Any) -> dict[str, Any]:
             raise r.fail(f"networks.{name}", f"is a built-in profile ({NETWORKS[name].kbit_s:g} kbit/s, "
                                              f"{NETWORKS[name].latency_ms:g} ms); name yours otherwise")
         if not NAME.match(name):
-            raise r.fail(f"networks.{name}", "network names are lower-case letters, digits and underscores")
+            raise r.fail(f"networks.{name}", "network names are lower-case letters, digits and underscores, at most 64")
         body = r.table(body, f"networks.{name}", {"kbit_s", "latency_ms"}, set())
         kbit, lat = (r.typed(body[k], f"networks.{name}.{k}", float) for k in ("kbit_s", "latency_ms"))
         if not (0 < kbit <= 1e7 and 0 <= lat <= 60_000):
@@ -351,7 +352,7 @@ def _machine(r: _Reader, name: str, body: Any) -> dict[str, Any]:
 def _model(r: _Reader, name: str, body: Any, steps: dict[str, StepSpec]) -> Model:
     key = f"models.{name}"
     if not NAME.match(name):
-        raise r.fail(key, "model names are lower-case letters, digits and underscores")
+        raise r.fail(key, "model names are lower-case letters, digits and underscores, at most 64")
     body = r.table(body, key, {"task", "input", "output", "eval", "variants"},
                    {"factory", "weights", "onnx", "calibration"})
     if ("onnx" in body) == ("factory" in body or "weights" in body):
@@ -385,11 +386,12 @@ def _model(r: _Reader, name: str, body: Any, steps: dict[str, StepSpec]) -> Mode
             raise r.fail(f"{key}.output.names", f"must be a list of distinct non-empty strings, got {names!r}")
         output_names = tuple(names)
     if "onnx" in body:
-        _check_onnx_interface(r, key, weights, tuple(n for n, _ in inputs), output_names)
+        _check_onnx_interface(r, key, weights, inputs, output_names)
     source_kind = "onnx" if "onnx" in body else "torch"
     input_names = tuple(n for n, _ in inputs) if len(inputs) > 1 else ()
-    eval_spec = _data(r, f"{key}.eval", body["eval"], shape, input_names)
-    calibration = (_data(r, f"{key}.calibration", body["calibration"], shape, input_names)
+    sole = inputs[0][0] if len(inputs) == 1 else ""
+    eval_spec = _data(r, f"{key}.eval", body["eval"], shape, input_names, sole)
+    calibration = (_data(r, f"{key}.calibration", body["calibration"], shape, input_names, sole)
                    if "calibration" in body else None)
     variants_raw = r.named(body["variants"], f"{key}.variants")
     variants = {v: _variant(r, name, v, task, b, calibration is not None, source_kind, steps)
@@ -423,6 +425,9 @@ def _inputs(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, tuple[int, ...]]
         shape = r.typed(table["shape"], f"{where}.shape", list)
         if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
             raise r.fail(f"{where}.shape", f"must be a list of positive integers, got {shape!r}")
+        if shape[0] != 1:
+            raise r.fail(f"{where}.shape", f"{shape}: the first dimension is the batch, and the gate feeds one sample "
+                                           "per call: make it 1 (the data holds the samples, one per row)")
         if (size := math.prod(shape)) > MAX_INPUT_ELEMENTS:
             raise r.fail(f"{where}.shape", f"{shape} is {size:,} elements ({4 * size / 1e9:.1f} GB as float32), "
                                            f"over the {MAX_INPUT_ELEMENTS:,}-element cap")
@@ -432,16 +437,23 @@ def _inputs(r: _Reader, key: str, raw: Any) -> tuple[tuple[str, tuple[int, ...]]
     return tuple(out)
 
 
-def _check_onnx_interface(r: _Reader, key: str, path: Path, input_names: tuple[str, ...],
+def _check_onnx_interface(r: _Reader, key: str, path: Path, shapes: tuple[tuple[str, tuple[int, ...]], ...],
                           output_names: tuple[str, ...]) -> None:
     """An ONNX model's file is checked as untrusted (tinygate.safety), then its graph's input and outputs must
     be the configured ones: the outputs all of them, in order, as ONNX Runtime returns them."""
-    from tinygate.safety import onnx_interface
+    from tinygate.safety import onnx_input_dims, onnx_interface
 
+    input_names = tuple(n for n, _ in shapes)
     inputs, outputs = onnx_interface(path)
     if inputs != input_names:
         raise r.fail(f"{key}.input", f"{list(input_names)} are not the graph's inputs in order; {path} has "
                                      f"{list(inputs)}")
+    for name, dims in onnx_input_dims(path).items():  # fixed sizes of the graph must be the declared ones
+        declared = dict(shapes)[name]
+        if len(dims) != len(declared) or any(d is not None and d != s for d, s in zip(dims, declared)):
+            where = f"{key}.input" + (f"[{input_names.index(name)}]" if len(input_names) > 1 else "") + ".shape"
+            shown = ["?" if d is None else d for d in dims]
+            raise r.fail(where, f"{list(declared)} does not fit input {name!r} of {path}, shaped {shown}")
     if outputs != output_names:
         raise r.fail(f"{key}.output", f"{list(output_names)} are not the graph's outputs in order; "
                                       f"{path} has {list(outputs)}")
@@ -450,7 +462,8 @@ def _check_onnx_interface(r: _Reader, key: str, path: Path, input_names: tuple[s
 IMAGE_PREP = {"layout", "scale", "mean", "std"}
 
 
-def _data(r: _Reader, key: str, body: Any, input_shape: list[int], input_names: tuple[str, ...]) -> DataSpec:
+def _data(r: _Reader, key: str, body: Any, input_shape: list[int], input_names: tuple[str, ...],
+          sole_input: str = "") -> DataSpec:
     body = r.table(body, key, set(), {"source", "npz", "images"} | IMAGE_PREP)
     sources = [k for k in ("source", "npz", "images") if k in body]
     if len(sources) != 1:
@@ -460,7 +473,7 @@ def _data(r: _Reader, key: str, body: Any, input_shape: list[int], input_names: 
     if "source" in body:
         return DataSpec(source=r.callable_ref(body["source"], f"{key}.source"), input_names=input_names)
     if "npz" in body:
-        return DataSpec(npz=r.file(body["npz"], f"{key}.npz"), input_names=input_names)
+        return DataSpec(npz=r.file(body["npz"], f"{key}.npz"), input_names=input_names, sole_input=sole_input)
     if input_names:
         raise r.fail(f"{key}.images", "an image folder feeds a model with one input; this model has "
                                       f"{len(input_names)} (give an .npz with one array per input)")
@@ -496,7 +509,7 @@ def _variant(r: _Reader, model: str, name: str, task: str, body: Any, has_calibr
              source_kind: str, known: dict[str, StepSpec]) -> Variant:
     key = f"models.{model}.variants.{name}"
     if not NAME.match(name):
-        raise r.fail(key, "variant names are lower-case letters, digits and underscores")
+        raise r.fail(key, "variant names are lower-case letters, digits and underscores, at most 64")
     body = r.table(body, key, {"steps", "budgets"}, {"speedup_reference", "machine", "runtime"})
     steps_raw = r.typed(body["steps"], f"{key}.steps", list)
     kind, steps = source_kind, []

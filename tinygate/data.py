@@ -111,8 +111,13 @@ def image_folder(folder: Path, prep: ImagePrep, where: str) -> Dataset:
             img = np.asarray(imread(path), dtype=np.float32)
         except Exception as exc:  # a truncated or corrupt image file
             raise GateError(path, where, f"is not a readable image: {type(exc).__name__}: {exc}") from None
-        if img.ndim == 3 and img.shape[-1] == 4:
-            img = img[..., :3]  # alpha is not an input channel
+        if img.ndim == 3 and img.shape[-1] in (2, 4):
+            img = img[..., :-1]  # alpha (of gray + alpha, or RGBA) is not an input channel
+        if img.ndim == 3 and img.shape[-1] == 1:
+            img = img[..., 0]
+        if img.ndim != 2 and not (img.ndim == 3 and img.shape[-1] == 3):
+            raise GateError(path, where, f"decodes to an array of shape {img.shape}, not one gray or color image "
+                                         "(a multipage or volume file? give one image per file)")
         if img.ndim == 2 and prep.channels == 3:
             img = gray2rgb(img)
         elif img.ndim == 3 and prep.channels == 1:

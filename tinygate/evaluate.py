@@ -118,7 +118,7 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
         np.savez(out / "scores.npz", **values)
 
     entry = cache.get_or_build(key, build)
-    with np.load(entry / "scores.npz") as npz:
+    with np.load(entry / "scores.npz", allow_pickle=False) as npz:
         return Scores({k: npz[k] for k in npz.files}, backend)
 
 

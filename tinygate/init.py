@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -110,6 +111,22 @@ def init(args: argparse.Namespace) -> str:
 
     if args.model.suffix != ".onnx" and not args.factory:
         raise GateError(args.model, None, "a state dict needs --factory module:callable to build its module")
+    root = Path(os.environ.get("TINYGATE_ROOT") or cfg_path.parent).resolve()
+    for path, flag in ((args.model, "MODEL"), (args.data, "--data"), (args.calibration, "--calibration")):
+        if path is not None and not path.resolve().is_relative_to(root):  # config.load would refuse the entry
+            raise GateError(path, None, f"{flag}: is outside the project folder {root} (the config's folder, where "
+                                        "every path of the config must stay): move it there, or set $TINYGATE_ROOT")
+    created = not cfg_path.parent.exists()
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _init(args, cfg_path, name, existing)
+    except BaseException:
+        if created:  # a folder init made for this config: nothing of it stays behind a failure
+            shutil.rmtree(cfg_path.parent, ignore_errors=True)
+        raise
+
+
+def _init(args, cfg_path: Path, name: str, existing: str):
     if str(cfg_path.parent) not in sys.path:  # a factory module beside the config imports as is (as in config.load)
         sys.path.append(str(cfg_path.parent))
     input_names = _input_names(args)

@@ -9,7 +9,7 @@ import sys
 import types
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -33,6 +33,8 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
         check_npz(spec.npz)
         try:
             with np.load(spec.npz, allow_pickle=False) as npz:
+                if "inputs" not in npz and spec.sole_input in npz:  # the array named after the model's input
+                    names = (spec.sole_input,)
                 missing = [n for n in names if n not in npz]
                 if missing:
                     need = f"one per model input: {', '.join(names)}" if spec.input_names else "the model's input"
@@ -53,6 +55,10 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
         if not isinstance(data, Dataset):
             raise GateError(spec.source, where, f"must return a tinygate.data.Dataset, got {type(data).__name__}")
     source = spec.origin
+    for name, arr in [("inputs", data.inputs), ("targets", data.targets), ("labels", data.labels),
+                      *((f"input {n!r}", a) for n, a in zip(spec.input_names[1:], data.more_inputs))]:
+        if arr is not None and np.ndim(arr) == 0:
+            raise GateError(source, where, f"{name} is a single number (a 0-d array); give one row per sample")
     if len(data) == 0:
         raise GateError(source, where, "the data set is empty")
     if len(data.more_inputs) != max(len(spec.input_names) - 1, 0):
@@ -69,7 +75,10 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
                                        f"got {labels.dtype} of shape {labels.shape}")
     for arr in data.arrays():
         if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)):
-            raise GateError(source, where, "inputs must be finite floating-point values")
+            raise GateError(source, where, f"inputs must be finite floating-point values (got {arr.dtype})")
+    if any(arr.dtype != np.float32 for arr in data.arrays()):  # float64 from numpy's defaults, float16 to save space
+        data = replace(data, inputs=data.inputs.astype(np.float32),
+                       more_inputs=tuple(a.astype(np.float32) for a in data.more_inputs))
     return data
 
 

@@ -188,6 +188,8 @@ def check_image(path: Path) -> None:
             frames = getattr(img, "n_frames", 1)
     except Exception:
         return  # unreadable: the decoder says why, in one line
+    if frames > 1:
+        raise GateError(path, None, f"holds {frames} frames (a multipage file); give one image per file")
     megapixels = width * height * frames / 1e6
     if megapixels > MAX_IMAGE_MEGAPIXELS:
         raise GateError(path, None, f"is {width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
@@ -275,6 +277,16 @@ def onnx_interface(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
     return (tuple(i.name for i in graph.input if i.name not in initializers), tuple(o.name for o in graph.output))
+
+
+def onnx_input_dims(path: Path) -> dict[str, list[int | None]]:
+    """Each graph input's dimensions: a fixed size, or None where it is named or left open."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+            for i in graph.input if i.name not in initializers and i.type.tensor_type.HasField("shape")}
 
 
 def check_mlpackage(path: Path, max_mb: float | None = None) -> None:
