@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tinygate", description="A pytest release gate for optimized ML models.",
                                 allow_abbrev=False)
-    sub = p.add_subparsers(dest="command", metavar="{init,check,accept,compare,build,judge,web-setup}")
+    sub = p.add_subparsers(dest="command", metavar="{init,check,accept,compare,build,judge,optimize,web-setup}")
 
     from tinygate import init
 
@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
                        description=init.__doc__.splitlines()[0])
     init.add_arguments(i)
     i.set_defaults(run=lambda a, _: init.main_args(a))
+
+    from tinygate import optimize
+
+    o = sub.add_parser("optimize", help="search the gate's steps for the smallest variant that meets your constraints",
+                       description=optimize.__doc__.splitlines()[0])
+    optimize.add_arguments(o)
+    o.set_defaults(run=lambda a, _: optimize.main_args(a))
 
     for name, text in (("check", "run the gate: pytest on the project's model_tests (extra arguments go to "
                                  "pytest, e.g. -m coreml)"),

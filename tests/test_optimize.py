@@ -1,0 +1,89 @@
+"""`tinygate optimize`: a budgeted search over the gate's steps under hard constraints. A constraint no point meets is
+reported with the closest points and what each misses by (never met by a loosened one); the same search gives the
+same front; the chosen variant, written into the config, passes the gate with the budgets written for it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from user_code import TWO_HEAD_NET
+
+from tinygate import Gate, optimize
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[models.twohead]
+factory = "twohead:build"
+weights = "twohead.safetensors"
+task = "fidelity"
+input = { name = "x", shape = [1, 1, 12, 12] }
+output = { names = ["score", "embed"] }
+eval = { npz = "eval.npz" }
+calibration = { npz = "calib.npz" }
+
+[models.twohead.variants.float]
+steps = []
+budgets = { max_size_kb = 100 }
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("opt")
+    (root / "twohead.py").write_text(TWO_HEAD_NET)
+    import sys
+
+    sys.path.insert(0, str(root))
+    try:
+        import twohead
+    finally:
+        sys.path.remove(str(root))
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in twohead.build().state_dict().items()}, root / "twohead.safetensors")
+    rng = np.random.default_rng(0)
+    np.savez(root / "eval.npz", inputs=rng.standard_normal((16, 1, 12, 12)).astype(np.float32))
+    np.savez(root / "calib.npz", inputs=rng.standard_normal((8, 1, 12, 12)).astype(np.float32))
+    (root / "gate.toml").write_text(CONFIG)
+    return root
+
+
+@pytest.fixture
+def small_space(monkeypatch):
+    monkeypatch.setattr(optimize, "PRUNE_RATES", (0.0, 0.5))
+
+
+def _search(project, want):
+    return optimize.search(project / "gate.toml", "twohead", want, max_minutes=10, progress=lambda m: None)
+
+
+def test_a_constraint_no_point_meets_is_reported_with_the_closest_and_by_how_much(project, small_space, tmp_path):
+    want = optimize.Constraints(max_size_kb=0.5, min_sqnr_db=30, backends=("onnx",))
+    points, floats = _search(project, want)
+    assert optimize.choose(points) is None
+    text = optimize.report("twohead", "fidelity", want, points, floats, 1.0, tmp_path)
+    assert "no point meets every constraint; the closest:" in text
+    closest = optimize.closest(points)
+    assert closest and all("max_size_kb" in p.missing and p.missing["max_size_kb"] > 0 for p in closest)
+    assert f"misses max_size_kb by {closest[0].missing['max_size_kb']:.3g}" in text
+
+
+def test_the_same_search_gives_the_same_front_and_the_choice_passes_the_gate(project, small_space, tmp_path):
+    want = optimize.Constraints(max_size_kb=20, min_sqnr_db=30, backends=("onnx",))
+    first, floats = _search(project, want)
+    again, _ = _search(project, want)
+    assert [(p.name, p.size_kb, p.sqnr_db) for p in optimize.front(first)] == \
+        [(p.name, p.size_kb, p.sqnr_db) for p in optimize.front(again)]
+    best = optimize.choose(first)
+    feasible = [p for p in first if p.status == "feasible"]
+    assert best is not None and best.size_kb == min(p.size_kb for p in feasible)
+    assert all(p.sqnr_db >= 30 and p.size_kb <= 20 for p in feasible)
+    optimize.report("twohead", "fidelity", want, first, floats, 1.0, tmp_path)
+    assert (tmp_path / "twohead_front.png").stat().st_size > 0 and (tmp_path / "twohead.json").is_file()
+    name = optimize.write_variant(project / "gate.toml", "twohead", best, want, "fidelity")
+    checks = Gate(project / "gate.toml").variant(f"twohead-{name}").judge()
+    assert checks and all(c.verdict == "pass" for c in checks), checks
+    budgets = {c.check: c.budget for c in checks}
+    assert budgets["max_size_kb"] <= 20 and budgets["min_output_sqnr_db"] >= 30  # never looser than asked

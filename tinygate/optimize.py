@@ -1,0 +1,364 @@
+"""Find the smallest variant that still meets the user's floors: a budgeted search over the gate's own steps.
+
+Constraints are hard (size, transfer size, quality drop against the float model, output SQNR, backends); the
+objective is named (smallest size by default, ties broken by quality); there is no weighted sum. Every point is
+built and measured by the gate's own library through its cache, so a second search, or the gate run after it,
+rebuilds nothing. Dominated branches are cut early:
+- size first (a built artifact is weighed before anything runs it);
+- quality on a quarter of the evaluation set first, then on the whole set only where it is not clearly out
+  (successive halving, one round);
+- along a prune-rate ladder with the same tail, a rate that misses the quality floor ends the ladder (more
+  pruning of the same model is assumed no better; said in the history);
+- every point is built and weighed before any is run, then measured smallest first, so the smallest feasible
+  point is found before the time budget is spent on larger ones.
+The front (size vs quality), the history of every point and a plot go to REPORTS/optimize/; `--write` adds the
+chosen variant to the config with budgets at its measured figures plus init's margins, so the optimum becomes a
+gate that keeps it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinygate import evaluate, pipeline
+from tinygate.config import GateConfig, load, read_toml
+from tinygate.errors import GateError
+
+PRUNE_RATES = (0.0, 0.3, 0.5, 0.7)
+PALETTE_BITS = (8, 6, 4, 2)  # 3 bits needs an iOS18 target
+SUBSET_SHARE = 0.25  # the first look at quality: a quarter of the evaluation set (at least 8 inputs)
+CLEARLY_OUT = 2.0  # on the subset, a drop past twice the limit (or an SQNR 6 dB under the floor) is not confirmed
+
+
+@dataclass
+class Constraints:
+    max_size_kb: float | None = None
+    max_transfer_kb: float | None = None
+    max_drop: float | None = None  # PSNR dB (image) or accuracy points (classifier) below the float model
+    min_sqnr_db: float | None = None  # every output's SQNR against the float model
+    backends: tuple[str, ...] = ("onnx", "coreml", "torch")
+
+    def misses(self, p: Point) -> dict[str, float]:
+        """By how much the point misses each constraint it misses (positive: the shortfall, in its unit)."""
+        out = {}
+        if self.max_size_kb is not None and p.size_kb > self.max_size_kb:
+            out["max_size_kb"] = p.size_kb - self.max_size_kb
+        if self.max_transfer_kb is not None and p.transfer_kb is not None and p.transfer_kb > self.max_transfer_kb:
+            out["max_transfer_kb"] = p.transfer_kb - self.max_transfer_kb
+        if self.max_drop is not None and p.drop is not None and p.drop > self.max_drop:
+            out["max_drop"] = p.drop - self.max_drop
+        if self.min_sqnr_db is not None and p.sqnr_db is not None and p.sqnr_db < self.min_sqnr_db:
+            out["min_sqnr_db"] = self.min_sqnr_db - p.sqnr_db
+        return out
+
+
+@dataclass
+class Point:
+    name: str
+    steps: list[dict]
+    backend: str
+    size_kb: float = math.nan
+    transfer_kb: float | None = None
+    drop: float | None = None  # quality drop against the float model (None: a label-free model)
+    sqnr_db: float | None = None
+    stage: str = ""  # "size", "subset" or "full": how far it was measured
+    status: str = ""  # "feasible", "misses", "pruned", "failed", "skipped"
+    why: str = ""
+    missing: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return " + ".join(s["step"] + "".join(f" {k}={v}" for k, v in s.items() if k != "step") for s in self.steps)
+
+
+def candidates(source_kind: str, calibrated: bool, backends: tuple[str, ...]) -> list[tuple[str, list[dict]]]:
+    """(backend, steps) for every point of the space, grouped as prune ladders (same tail, rising rate)."""
+    tails: list[tuple[str, list[dict]]] = []
+    export = [{"step": "onnx_export"}] if source_kind == "torch" else []
+    if "onnx" in backends:
+        tails += [("onnx", export + [{"step": "ort_fp16"}])]
+        tails += [("onnx", export + [{"step": "ort_int8_dynamic", "per_channel": pc}]) for pc in (False, True)]
+        if calibrated:
+            tails += [("onnx", export + [{"step": "ort_int8_static", "per_channel": True, "calibration": c}])
+                      for c in ("minmax", "entropy")]
+    if source_kind == "torch" and "coreml" in backends:
+        tails += [("coreml", [{"step": "coreml", "precision": "fp16"}])]
+        tails += [("coreml", [{"step": "coreml"}, {"step": "coreml_int8", "granularity": g}])
+                  for g in ("per_channel", "per_tensor")]
+        tails += [("coreml", [{"step": "coreml"}, {"step": "coreml_palettize", "nbits": b}]) for b in PALETTE_BITS]
+    if source_kind == "torch" and "torch" in backends and calibrated:
+        tails += [("torch", [{"step": "torch_int8"}])]
+    rates = PRUNE_RATES if source_kind == "torch" else (0.0,)
+    return [(backend, ([{"step": "prune", "rate": r}] if r else []) + steps)
+            for backend, steps in tails for r in rates]
+
+
+def search(config_path: Path, model_name: str, want: Constraints, max_minutes: float = 20.0,
+           cache_dir: Path | None = None, progress=print) -> tuple[list[Point], dict]:
+    """Every point measured within the time budget, and the float model's figures."""
+    from tinygate.gate import Gate
+    from tinygate.init import _toml
+
+    raw = read_toml(config_path)
+    body = dict(raw.get("models", {}).get(model_name) or {})
+    if not body:
+        raise GateError(config_path, f"models.{model_name}", "no such model in the config")
+    base = load(config_path).models[model_name]
+    space = candidates(base.source_kind, base.calibration is not None, want.backends)
+    variants = {"float": {"steps": [], "budgets": {}}}
+    names = []
+    for i, (backend, steps) in enumerate(space):
+        names.append((f"opt{i:03d}", backend, steps))
+        variants[f"opt{i:03d}"] = {"steps": steps, "budgets": {}}
+    cfg: GateConfig = load(config_path, {**{k: v for k, v in raw.items() if k != "models"},
+                                         "models": {model_name: {**body, "variants": variants}}})
+    gate = Gate(cfg, cache_dir or config_path.parent / ".tinygate-cache")
+    model = cfg.models[model_name]
+    ctx = pipeline.Context(model, gate.cache)
+    data = ctx.evaluation()
+    subset = data.head(max(8, int(len(data) * SUBSET_SHARE)))
+    float_art = pipeline.float_artifact(model)
+    float_q = {"full": _quality(float_art, model, data, gate.cache), "subset": _quality(float_art, model, subset,
+                                                                                         gate.cache)}
+    floats = {"size_kb": float_art.disk_bytes() / 1000, "quality": float_q["full"]}
+    deadline = time.monotonic() + max_minutes * 60
+    points = [Point(name, steps, backend) for name, backend, steps in names]
+    arts = {}
+    for i, p in enumerate(points):  # first every point is built and weighed: the cheap stage, and the order of the next
+        if time.monotonic() > deadline:
+            p.status, p.why = "skipped", "the search's time budget ran out"
+            continue
+        start = time.monotonic()
+        progress(f"tinygate optimize: building {i + 1}/{len(points)} {p.label} ...")
+        try:
+            arts[p.name] = art = gate.variant(f"{model_name}-{p.name}").artifact()
+            p.size_kb, p.stage = art.disk_bytes() / 1000, "size"
+            if want.max_transfer_kb is not None:
+                p.transfer_kb = art.transfer_bytes() / 1000
+            p.missing = {k: v for k, v in want.misses(p).items() if k in ("max_size_kb", "max_transfer_kb")}
+            p.status = "misses" if p.missing else ""
+        except Exception as exc:  # a step that does not suit this model: a point of the space that does not exist
+            first = (str(exc).strip().splitlines() or [""])[0]
+            p.status, p.why = "failed", f"{type(exc).__name__}: {first}"
+        p.seconds = time.monotonic() - start
+    ladder_end: set[tuple[str, float]] = set()  # (tail, prune rate) that missed the quality floor
+    # then quality, smallest first: the smallest feasible point is found before the budget runs out on larger ones
+    todo = sorted((p for p in points if p.stage == "size" and not p.status), key=lambda p: (p.size_kb, p.name))
+    for i, p in enumerate(todo):
+        tail = _toml([s for s in p.steps if s["step"] != "prune"])
+        rate = next((s["rate"] for s in p.steps if s["step"] == "prune"), 0.0)
+        if time.monotonic() > deadline:
+            p.status, p.why = "skipped", "the search's time budget ran out"
+            continue
+        if any(t == tail and r <= rate for t, r in ladder_end):
+            p.status, p.why = "pruned", "a lower prune rate of the same tail already missed the quality floor"
+            continue
+        start = time.monotonic()
+        progress(f"tinygate optimize: measuring {i + 1}/{len(todo)} {p.label} ({p.size_kb:.1f} KB) ...")
+        art = arts[p.name]
+        try:
+            for stage, part in (("subset", subset), ("full", data)):
+                p.stage = stage
+                p.drop = _drop(float_q[stage], _quality(art, model, part, gate.cache), model.task)
+                p.sqnr_db = min(r.sqnr_db for r in evaluate.fidelity(art, float_art, model, part, gate.cache))
+                if stage == "subset" and _clearly_out(p, want):
+                    break
+            p.missing = want.misses(p)
+            p.status = "feasible" if not p.missing else ("pruned" if p.stage == "subset" else "misses")
+            if p.status == "pruned":
+                p.why = "clearly out on a quarter of the evaluation set: not confirmed on the rest"
+            if "max_drop" in p.missing or "min_sqnr_db" in p.missing:
+                ladder_end.add((tail, rate))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            p.status, p.why = "failed", f"{type(exc).__name__}: {first}"
+        p.seconds += time.monotonic() - start
+    return points, floats
+
+
+def _quality(art, model, data, cache) -> float | None:
+    if model.task == "fidelity":
+        return None
+    scores = evaluate.score(art, model, data, cache)
+    return float(np.mean(scores["psnr"])) if model.task == "image" else 100.0 * float(np.mean(scores["correct"]))
+
+
+def _drop(ref: float | None, mine: float | None, task: str) -> float | None:
+    return None if ref is None or mine is None else ref - mine
+
+
+def _clearly_out(p: Point, want: Constraints) -> bool:
+    return bool((want.max_drop is not None and p.drop is not None and p.drop > CLEARLY_OUT * max(want.max_drop, 0.05))
+                or (want.min_sqnr_db is not None and p.sqnr_db is not None and p.sqnr_db < want.min_sqnr_db - 6.0))
+
+
+def front(points: list[Point]) -> list[Point]:
+    """The fully measured points no other point beats on both size and quality (drop, else -SQNR)."""
+    full = [p for p in points if p.stage == "full" and p.status in ("feasible", "misses")]
+
+    def loss(p: Point) -> float:
+        return p.drop if p.drop is not None else -(p.sqnr_db or 0.0)
+    return sorted((p for p in full if not any(q is not p and q.size_kb <= p.size_kb and loss(q) <= loss(p)
+                                              and (q.size_kb < p.size_kb or loss(q) < loss(p)) for q in full)),
+                  key=lambda p: p.size_kb)
+
+
+def choose(points: list[Point], objective: str = "size") -> Point | None:
+    """The feasible point with the smallest objective, ties broken by quality."""
+    key = (lambda p: (p.transfer_kb or p.size_kb)) if objective == "transfer" else (lambda p: p.size_kb)
+    ok = [p for p in points if p.status == "feasible"]
+    return min(ok, key=lambda p: (round(key(p), 3), p.drop if p.drop is not None else -(p.sqnr_db or 0))) \
+        if ok else None
+
+
+def closest(points: list[Point], n: int = 3) -> list[Point]:
+    """When nothing is feasible: the measured points that miss by the least (summed relative shortfall)."""
+    measured = [p for p in points if p.missing]
+    return sorted(measured, key=lambda p: sum(v / max(abs(v), 1e-9) + v for v in p.missing.values()))[:n]
+
+
+def report(model: str, task: str, want: Constraints, points: list[Point], floats: dict, minutes: float,
+           out: Path) -> str:
+    """The table, the chosen point or the closest misses, written with the history (JSON) and the front (PNG)."""
+    out.mkdir(parents=True, exist_ok=True)
+    unit = {"image": "dB PSNR", "classifier": "accuracy points"}.get(task, "")
+    best, on_front = choose(points), front(points)
+    lines = [f"tinygate optimize {model}: {sum(p.stage != '' for p in points)} of {len(points)} points measured "
+             f"in {minutes:.1f} min; float model {floats['size_kb']:.1f} KB"
+             + (f", quality {floats['quality']:.4g}" if floats["quality"] is not None else ""),
+             f"constraints: {', '.join(f'{k} {v}' for k, v in asdict(want).items() if v is not None)}"
+             + (f" (drop in {unit})" if unit else "")]
+    if best is not None:
+        lines.append(f"chosen: {best.label}: {best.size_kb:.1f} KB, drop {_fmt(best.drop)}, SQNR {_fmt(best.sqnr_db)} dB")
+    else:
+        lines.append("no point meets every constraint; the closest:")
+        lines += [f"  {p.label}: {p.size_kb:.1f} KB misses " + ", ".join(f"{k} by {v:.3g}" for k, v in p.missing.items())
+                  for p in closest(points)]
+    lines.append("")
+    lines.append(f"{'point':58} {'size KB':>8} {'drop':>7} {'SQNR dB':>8}  status")
+    for p in sorted(points, key=lambda p: (p.size_kb if p.stage else math.inf)):
+        mark = "*" if p in on_front else " "
+        status = p.status + (f" ({', '.join(f'{k} by {v:.3g}' for k, v in p.missing.items())})" if p.missing else "")
+        status += f" ({p.why})" if p.why and p.status in ("failed", "pruned") else ""
+        lines.append(f"{mark}{p.label[:57]:57} {p.size_kb:8.1f} {_fmt(p.drop):>7} {_fmt(p.sqnr_db):>8}  {status}")
+    lines.append("* on the size-quality front")
+    text = "\n".join(lines)
+    (out / f"{model}.json").write_text(json.dumps({"model": model, "constraints": asdict(want), "float": floats,
+                                                   "chosen": best.name if best else None,
+                                                   "front": [p.name for p in on_front],
+                                                   "points": [asdict(p) for p in points]}, indent=1, default=str))
+    (out / f"{model}.md").write_text(f"```\n{text}\n```\n")
+    _plot(model, unit or "output SQNR (dB)", points, on_front, best, want, out / f"{model}_front.png")
+    return text
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+def _plot(model: str, unit: str, points: list[Point], on_front: list[Point], best: Point | None, want: Constraints,
+          path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = [p for p in points if p.stage == "full"]
+    y = (lambda p: p.drop) if any(p.drop is not None for p in full) else (lambda p: p.sqnr_db)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = {"onnx": "tab:blue", "coreml": "tab:orange", "torch": "tab:green"}
+    for backend, colour in colours.items():
+        mine = [p for p in full if p.backend == backend]
+        ax.scatter([p.size_kb for p in mine], [y(p) for p in mine], c=colour, label=backend, alpha=0.7)
+    ax.plot([p.size_kb for p in on_front], [y(p) for p in on_front], "k--", lw=1, label="front")
+    for i, p in enumerate(on_front):
+        ax.annotate(f"{i + 1}", (p.size_kb, y(p)), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if best is not None:
+        ax.scatter([best.size_kb], [y(best)], s=160, facecolors="none", edgecolors="red", label="chosen")
+    if want.max_size_kb is not None:
+        ax.axvline(want.max_size_kb, color="grey", ls=":", label="max size")
+    limit = want.max_drop if y is not None and any(p.drop is not None for p in full) else want.min_sqnr_db
+    if limit is not None:
+        ax.axhline(limit, color="grey", ls="-.", label="quality limit")
+    ax.set_xlabel("size (KB)")
+    ax.set_ylabel(f"drop vs float ({unit})" if any(p.drop is not None for p in full) else unit)
+    ax.set_title(f"{model}: size vs quality, front points numbered in size order")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_variant(config_path: Path, model: str, p: Point, want: Constraints, task: str) -> str:
+    """Append the chosen point as a variant with budgets at its figures plus init's margins (never looser than the
+    constraints the search was given)."""
+    from tinygate.init import MARGINS, _toml
+
+    budgets: dict[str, float] = {"max_size_kb": round(p.size_kb * (1 + MARGINS["size_pct"] / 100), 2)}
+    if want.max_size_kb is not None:
+        budgets["max_size_kb"] = min(budgets["max_size_kb"], want.max_size_kb)
+    if p.drop is not None:
+        margin = MARGINS["psnr_db"] if task == "image" else MARGINS["accuracy_pts"]
+        key = "max_psnr_drop_db" if task == "image" else "max_accuracy_drop_pct"
+        budgets[key] = round(max(p.drop, 0.0) + margin, 3)
+        if want.max_drop is not None:
+            budgets[key] = min(budgets[key], want.max_drop)
+    if p.sqnr_db is not None and math.isfinite(p.sqnr_db):
+        budgets["min_output_sqnr_db"] = round(max(p.sqnr_db - MARGINS["sqnr_db"], want.min_sqnr_db or -math.inf), 2)
+    existing = read_toml(config_path).get("models", {}).get(model, {}).get("variants", {})
+    name = next(f"optimized{i or ''}" for i in range(100) if f"optimized{i or ''}" not in existing)
+    text = (f"\n# found by `tinygate optimize` ({p.size_kb:.1f} KB, drop {_fmt(p.drop)}, SQNR {_fmt(p.sqnr_db)} dB)\n"
+            f"[models.{model}.variants.{name}]\nsteps = {_toml(p.steps)}\nbudgets = {_toml(budgets)}\n")
+    before = config_path.read_text(encoding="utf-8")
+    config_path.write_text(before + text, encoding="utf-8")
+    try:
+        load(config_path)
+    except GateError:
+        config_path.write_text(before, encoding="utf-8")
+        raise
+    return name
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model of the config, by name")
+    p.add_argument("--config", type=Path, default=Path("gate.toml"))
+    p.add_argument("--max-size-kb", type=float)
+    p.add_argument("--max-transfer-kb", type=float)
+    p.add_argument("--max-drop", type=float, help="quality below the float model: PSNR dB (image), accuracy points "
+                                                  "(classifier)")
+    p.add_argument("--min-sqnr-db", type=float, help="every output's SQNR against the float model")
+    p.add_argument("--backends", default="onnx,coreml,torch", help="comma-separated: onnx, coreml, torch")
+    p.add_argument("--objective", choices=("size", "transfer"), default="size")
+    p.add_argument("--max-minutes", type=float, default=20.0, help="the search's time budget")
+    p.add_argument("--write", action="store_true", help="add the chosen variant to the config, with budgets")
+
+
+def main_args(args: argparse.Namespace) -> int:
+    backends = tuple(b for b in args.backends.split(",") if b)
+    if unknown := sorted(set(backends) - {"onnx", "coreml", "torch"}):
+        raise GateError("--backends", None, f"unknown backend {unknown[0]!r} (onnx, coreml, torch)")
+    want = Constraints(args.max_size_kb, args.max_transfer_kb, args.max_drop, args.min_sqnr_db, backends)
+    if all(v is None for v in (want.max_size_kb, want.max_transfer_kb, want.max_drop, want.min_sqnr_db)):
+        raise GateError("tinygate optimize", None, "give at least one constraint (--max-size-kb, --max-drop, ...)")
+    config_path = args.config.resolve()
+    start = time.monotonic()
+    points, floats = search(config_path, args.model, want, args.max_minutes)
+    task = load(config_path).models[args.model].task
+    out = config_path.parent / "reports" / "optimize"
+    print(report(args.model, task, want, points, floats, (time.monotonic() - start) / 60, out))
+    print(f"# history: {out / (args.model + '.json')}; front: {out / (args.model + '_front.png')}")
+    best = choose(points, args.objective)
+    if best is None:
+        return 1
+    if args.write:
+        name = write_variant(config_path, args.model, best, want, task)
+        print(f"# wrote [models.{args.model}.variants.{name}] to {config_path}; gate it with: tinygate check -k {name}")
+    return 0
