@@ -87,3 +87,57 @@ def test_the_same_search_gives_the_same_front_and_the_choice_passes_the_gate(pro
     assert checks and all(c.verdict == "pass" for c in checks), checks
     budgets = {c.check: c.budget for c in checks}
     assert budgets["max_size_kb"] <= 20 and budgets["min_output_sqnr_db"] >= 30  # never looser than asked
+
+
+MIXED = """
+[models.sensitive]
+factory = "sensitive:build"
+weights = "sensitive.safetensors"
+task = "fidelity"
+input = { name = "x", shape = [1, 16] }
+output = { name = "y" }
+eval = { npz = "eval.npz" }
+calibration = { npz = "calib.npz" }
+
+[models.sensitive.variants.float]
+steps = []
+budgets = { max_size_kb = 1000 }
+"""
+
+
+def test_mixed_precision_keeps_the_sensitive_layers_in_float_and_recovers_10_db(tmp_path, monkeypatch):
+    import sys
+
+    from user_code import SENSITIVE_NET
+
+    monkeypatch.setattr(optimize, "PRUNE_RATES", (0.0,))
+    (tmp_path / "sensitive.py").write_text(SENSITIVE_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sensitive
+
+    torch.manual_seed(0)
+    net = sensitive.build()
+    with torch.no_grad():
+        net.fc1.weight[:, 0] = 50.0  # input 0 is always zero in the data below
+        net.fc3.bias[7] = -100.0  # hidden unit 7 of fc3 never fires ...
+        net.fc4.weight[:, 7] = 50.0  # ... yet fc4 holds a column of huge weights for it
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "sensitive.safetensors")
+    rng = np.random.default_rng(1)
+    for name, n in (("eval", 32), ("calib", 16)):
+        x = rng.standard_normal((n, 16)).astype(np.float32)
+        x[..., 0] = 0.0
+        np.savez(tmp_path / f"{name}.npz", inputs=x)
+    (tmp_path / "gate.toml").write_text(MIXED)
+    sys.modules.pop("sensitive", None)
+    want = optimize.Constraints(min_sqnr_db=30, backends=("onnx",))
+    points, _ = optimize.search(tmp_path / "gate.toml", "sensitive", want, max_minutes=10, progress=lambda m: None)
+    by_name = {p.name: p for p in points}
+    mixed = [p for p in points if "_mix" in p.name and p.stage == "full"]
+    assert mixed, [(p.label, p.status, p.why) for p in points]
+    gains = [(p.sqnr_db - by_name[p.name.split("_mix")[0]].sqnr_db, p.size_kb / by_name[p.name.split("_mix")[0]].size_kb,
+              p.steps[-1]["keep_float"]) for p in mixed]
+    small = [g for g in gains if g[1] < 1.5]  # at under 1.5x the size of full int8 ...
+    assert small and max(small)[0] >= 10, [(p.name, p.status, p.sqnr_db, p.size_kb) for p in mixed]  # ... +10 dB
+    assert set(max(small)[2]) == {"fc1.weight", "fc4.weight"}, gains  # the two sensitive layers, found by the search
+    chosen = optimize.choose(points)
+    assert "_mix" in chosen.name and chosen.sqnr_db >= 30  # smaller than fp16, the only feasible point without it

@@ -55,3 +55,24 @@ class BNNet(torch.nn.Module):
 def build():
     return BNNet()
 '''
+
+SENSITIVE_NET = '''
+import torch
+
+
+class Sensitive(torch.nn.Module):
+    """An MLP whose first and last layers each hold a column of huge weights on an input that is always zero: an
+    int8 scale stretched to them rounds every useful weight of those layers to 0, per tensor and per channel."""
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(16, 128), torch.nn.Linear(128, 128)
+        self.fc3, self.fc4 = torch.nn.Linear(128, 128), torch.nn.Linear(128, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        return self.fc4(torch.relu(self.fc3(torch.relu(self.fc2(h)))))
+
+
+def build():
+    return Sensitive()
+'''

@@ -112,76 +112,119 @@ def search(config_path: Path, model_name: str, want: Constraints, max_minutes: f
     if not body:
         raise GateError(config_path, f"models.{model_name}", "no such model in the config")
     base = load(config_path).models[model_name]
-    space = candidates(base.source_kind, base.calibration is not None, want.backends)
-    variants = {"float": {"steps": [], "budgets": {}}}
-    names = []
-    for i, (backend, steps) in enumerate(space):
-        names.append((f"opt{i:03d}", backend, steps))
-        variants[f"opt{i:03d}"] = {"steps": steps, "budgets": {}}
-    cfg: GateConfig = load(config_path, {**{k: v for k, v in raw.items() if k != "models"},
-                                         "models": {model_name: {**body, "variants": variants}}})
-    gate = Gate(cfg, cache_dir or config_path.parent / ".tinygate-cache")
-    model = cfg.models[model_name]
-    ctx = pipeline.Context(model, gate.cache)
-    data = ctx.evaluation()
+    cache = cache_dir or config_path.parent / ".tinygate-cache"
+
+    def gate_of(points: list[Point]) -> Gate:  # the user's model with these points as its variants
+        variants = {"float": {"steps": [], "budgets": {}}, **{p.name: {"steps": p.steps, "budgets": {}}
+                                                                for p in points}}
+        return Gate(load(config_path, {**{k: v for k, v in raw.items() if k != "models"},
+                                       "models": {model_name: {**body, "variants": variants}}}), cache)
+
+    points = [Point(f"opt{i:03d}", steps, backend) for i, (backend, steps) in
+              enumerate(candidates(base.source_kind, base.calibration is not None, want.backends))]
+    gate = gate_of(points)
+    model = gate.config.models[model_name]
+    data = pipeline.Context(model, gate.cache).evaluation()
     subset = data.head(max(8, int(len(data) * SUBSET_SHARE)))
     float_art = pipeline.float_artifact(model)
-    float_q = {"full": _quality(float_art, model, data, gate.cache), "subset": _quality(float_art, model, subset,
-                                                                                         gate.cache)}
+    float_q = {"full": _quality(float_art, model, data, gate.cache),
+               "subset": _quality(float_art, model, subset, gate.cache)}
     floats = {"size_kb": float_art.disk_bytes() / 1000, "quality": float_q["full"]}
     deadline = time.monotonic() + max_minutes * 60
-    points = [Point(name, steps, backend) for name, backend, steps in names]
-    arts = {}
-    for i, p in enumerate(points):  # first every point is built and weighed: the cheap stage, and the order of the next
-        if time.monotonic() > deadline:
-            p.status, p.why = "skipped", "the search's time budget ran out"
-            continue
-        start = time.monotonic()
-        progress(f"tinygate optimize: building {i + 1}/{len(points)} {p.label} ...")
-        try:
-            arts[p.name] = art = gate.variant(f"{model_name}-{p.name}").artifact()
-            p.size_kb, p.stage = art.disk_bytes() / 1000, "size"
-            if want.max_transfer_kb is not None:
-                p.transfer_kb = art.transfer_bytes() / 1000
-            p.missing = {k: v for k, v in want.misses(p).items() if k in ("max_size_kb", "max_transfer_kb")}
-            p.status = "misses" if p.missing else ""
-        except Exception as exc:  # a step that does not suit this model: a point of the space that does not exist
-            first = (str(exc).strip().splitlines() or [""])[0]
-            p.status, p.why = "failed", f"{type(exc).__name__}: {first}"
-        p.seconds = time.monotonic() - start
-    ladder_end: set[tuple[str, float]] = set()  # (tail, prune rate) that missed the quality floor
-    # then quality, smallest first: the smallest feasible point is found before the budget runs out on larger ones
-    todo = sorted((p for p in points if p.stage == "size" and not p.status), key=lambda p: (p.size_kb, p.name))
-    for i, p in enumerate(todo):
-        tail = _toml([s for s in p.steps if s["step"] != "prune"])
-        rate = next((s["rate"] for s in p.steps if s["step"] == "prune"), 0.0)
-        if time.monotonic() > deadline:
-            p.status, p.why = "skipped", "the search's time budget ran out"
-            continue
-        if any(t == tail and r <= rate for t, r in ladder_end):
-            p.status, p.why = "pruned", "a lower prune rate of the same tail already missed the quality floor"
-            continue
-        start = time.monotonic()
-        progress(f"tinygate optimize: measuring {i + 1}/{len(todo)} {p.label} ({p.size_kb:.1f} KB) ...")
-        art = arts[p.name]
-        try:
-            for stage, part in (("subset", subset), ("full", data)):
-                p.stage = stage
-                p.drop = _drop(float_q[stage], _quality(art, model, part, gate.cache), model.task)
-                p.sqnr_db = min(r.sqnr_db for r in evaluate.fidelity(art, float_art, model, part, gate.cache))
-                if stage == "subset" and _clearly_out(p, want):
-                    break
-            p.missing = want.misses(p)
-            p.status = "feasible" if not p.missing else ("pruned" if p.stage == "subset" else "misses")
-            if p.status == "pruned":
-                p.why = "clearly out on a quarter of the evaluation set: not confirmed on the rest"
-            if "max_drop" in p.missing or "min_sqnr_db" in p.missing:
-                ladder_end.add((tail, rate))
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            p.status, p.why = "failed", f"{type(exc).__name__}: {first}"
-        p.seconds += time.monotonic() - start
+    arts: dict = {}
+
+    def weigh(batch: list[Point], gate: Gate) -> None:  # built and weighed: the cheap stage, and the next one's order
+        for i, p in enumerate(batch):
+            if time.monotonic() > deadline:
+                p.status, p.why = "skipped", "the search's time budget ran out"
+                continue
+            start = time.monotonic()
+            progress(f"tinygate optimize: building {i + 1}/{len(batch)} {p.label} ...")
+            try:
+                arts[p.name] = art = gate.variant(f"{model_name}-{p.name}").artifact()
+                p.size_kb, p.stage = art.disk_bytes() / 1000, "size"
+                if want.max_transfer_kb is not None:
+                    p.transfer_kb = art.transfer_bytes() / 1000
+                p.missing = {k: v for k, v in want.misses(p).items() if k in ("max_size_kb", "max_transfer_kb")}
+                p.status = "misses" if p.missing else ""
+            except Exception as exc:  # a step that does not suit this model: a point of the space that does not exist
+                p.status, p.why = "failed", _first(exc)
+            p.seconds = time.monotonic() - start
+
+    def measure(batch: list[Point]) -> None:  # quality, smallest first: the smallest feasible point comes early
+        ladder_end: set[tuple[str, float]] = set()  # (tail, prune rate) that missed the quality floor
+        todo = sorted((p for p in batch if p.stage == "size" and not p.status), key=lambda p: (p.size_kb, p.name))
+        for i, p in enumerate(todo):
+            tail = _toml([s for s in p.steps if s["step"] != "prune"])
+            rate = next((s["rate"] for s in p.steps if s["step"] == "prune"), 0.0)
+            if time.monotonic() > deadline:
+                p.status, p.why = "skipped", "the search's time budget ran out"
+                continue
+            if any(t == tail and r <= rate for t, r in ladder_end):
+                p.status, p.why = "pruned", "a lower prune rate of the same tail already missed the quality floor"
+                continue
+            start = time.monotonic()
+            progress(f"tinygate optimize: measuring {i + 1}/{len(todo)} {p.label} ({p.size_kb:.1f} KB) ...")
+            try:
+                for stage, part in (("subset", subset), ("full", data)):
+                    p.stage = stage
+                    p.drop = _drop(float_q[stage], _quality(arts[p.name], model, part, gate.cache))
+                    p.sqnr_db = min(r.sqnr_db for r in evaluate.fidelity(arts[p.name], float_art, model, part,
+                                                                           gate.cache))
+                    if stage == "subset" and _clearly_out(p, want):
+                        break
+                p.missing = want.misses(p)
+                p.status = "feasible" if not p.missing else ("pruned" if p.stage == "subset" else "misses")
+                if p.status == "pruned":
+                    p.why = "clearly out on a quarter of the evaluation set: not confirmed on the rest"
+                if "max_drop" in p.missing or "min_sqnr_db" in p.missing:
+                    ladder_end.add((tail, rate))
+            except Exception as exc:
+                p.status, p.why = "failed", _first(exc)
+            p.seconds += time.monotonic() - start
+
+    weigh(points, gate)
+    measure(points)
+    mixed = _mixed_precision(points, gate, model_name, want)  # int8 points that missed quality, sensitive layers kept
+    if mixed:
+        gate = gate_of(points + mixed)
+        weigh(mixed, gate)
+        measure(mixed)
+        points += mixed
     return points, floats
+
+
+MIXED_KEEP = (1, 2, 3)  # how many of the most sensitive layers a mixed-precision point keeps in float
+
+
+def _mixed_precision(points: list[Point], gate, model_name: str, want: Constraints) -> list[Point]:
+    """For each ONNX int8 point (no pruning) that fits the size but misses the quality floor: the same step with its
+    1, 2 and 3 most sensitive layers kept in float. Sensitivity: each quantized weight's SQNR against its float
+    weight, read back from the artifact (the gate's own attribution where a runtime shows no layer outputs)."""
+    from tinygate import quant_artifacts
+
+    out = []
+    for p in points:
+        last = p.steps[-1]
+        if (p.status not in ("misses", "pruned") or last["step"] not in ("ort_int8_dynamic", "ort_int8_static")
+                or any(s["step"] == "prune" for s in p.steps) or set(p.missing) - {"max_drop", "min_sqnr_db"}):
+            continue
+        try:
+            run = gate.variant(f"{model_name}-{p.name}")
+            refs = run.reference_weights()
+            checks = [quant_artifacts.check_best(t, refs[t.name]) for t in quant_artifacts.read(run.artifact(), refs)]
+        except Exception:
+            continue
+        worst = [c.name for c in sorted(checks, key=lambda c: c.sqnr_db) if not c.name.endswith("bias")]
+        for k in MIXED_KEEP:
+            if k <= len(worst) - 1:  # keeping every layer in float is the float model
+                steps = [*p.steps[:-1], {**last, "keep_float": worst[:k]}]
+                out.append(Point(f"{p.name}_mix{k}", steps, p.backend))
+    return out
+
+
+def _first(exc: Exception) -> str:
+    return f"{type(exc).__name__}: " + (str(exc).strip().splitlines() or [""])[0]
 
 
 def _quality(art, model, data, cache) -> float | None:
@@ -191,7 +234,7 @@ def _quality(art, model, data, cache) -> float | None:
     return float(np.mean(scores["psnr"])) if model.task == "image" else 100.0 * float(np.mean(scores["correct"]))
 
 
-def _drop(ref: float | None, mine: float | None, task: str) -> float | None:
+def _drop(ref: float | None, mine: float | None) -> float | None:
     return None if ref is None or mine is None else ref - mine
 
 

@@ -26,6 +26,11 @@ class Param:
     check: Callable[[Any], str | None] = lambda v: None
 
 
+def _names(v: Any) -> str | None:
+    """Mixed precision: a list of the float model's weight names, kept in float."""
+    return None if all(isinstance(n, str) and n for n in v) else f"must be a list of weight names, got {v!r}"
+
+
 def _between(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         ok = (v > lo if lo_open else v >= lo) and v <= hi
@@ -93,10 +98,11 @@ STEPS: dict[str, StepSpec] = {s.name: s for s in (
     StepSpec("ort_fp16", ("onnx",), "onnx", "tinygate.steps.onnx_steps:fp16"),
     StepSpec("ort_int8_dynamic", ("onnx",), "onnx", "tinygate.steps.onnx_steps:int8_dynamic",
              {"per_channel": Param(bool, False), "reduce_range": Param(bool, False),
-              "ops": Param(str, "all", _one_of("all", "matmul"))}),
+              "ops": Param(str, "all", _one_of("all", "matmul")), "keep_float": Param(list, [], _names)}),
     StepSpec("ort_int8_static", ("onnx",), "onnx", "tinygate.steps.onnx_steps:int8_static",
              {"per_channel": Param(bool, True), "format": Param(str, "auto", _one_of("auto", "qdq", "qoperator")),
-              "calibration": Param(str, "minmax", _one_of("minmax", "entropy", "percentile"))},
+              "calibration": Param(str, "minmax", _one_of("minmax", "entropy", "percentile")),
+              "keep_float": Param(list, [], _names)},
              uses_calibration=True),
     StepSpec("torch_int8", ("torch",), "torchscript", "tinygate.steps.torch_int8:quantize",
              {"backend": Param(str, "x86", _one_of("x86", "fbgemm", "qnnpack"))},

@@ -129,8 +129,27 @@ def int8_dynamic(src: Artifact, params: dict, ctx, out: Path) -> Path:
     path = out / "model.onnx"
     ops = {"all": None, "matmul": ["MatMul", "Gemm"]}[params["ops"]]
     quantize_dynamic(src.path, path, weight_type=QuantType.QInt8, op_types_to_quantize=ops,
-                     per_channel=params["per_channel"], reduce_range=params["reduce_range"])
+                     per_channel=params["per_channel"], reduce_range=params["reduce_range"],
+                     nodes_to_exclude=_nodes_taking(src.path, params["keep_float"]))
     return path
+
+
+def _nodes_taking(path: Path, weights: list[str]) -> list[str]:
+    """Mixed precision: the nodes that take these float weights (by the float model's names), left in float by
+    the quantizer. A name no node takes is a mistake, said with the names there are."""
+    import onnx
+
+    if not weights:
+        return []
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    taking = {w: [n.name for n in graph.node if w in n.input] for w in weights}
+    if unknown := [w for w, nodes in taking.items() if not nodes]:
+        known = sorted(w for w in inits if any(w in n.input for n in graph.node) and w.endswith("weight"))
+        raise ValueError(f"keep_float names {unknown[0]!r}, which no node of the model takes (weights: "
+                         f"{', '.join(known[:8])}{' ...' if len(known) > 8 else ''})")
+    # quantize_dynamic first rewrites a Gemm as MatMul + Add, named after it: exclude those by their new names too
+    return sorted({m for nodes in taking.values() for n in nodes for m in (n, f"{n}_MatMul", f"{n}_Add")})
 
 
 def why_slow(path: Path) -> str | None:
@@ -207,7 +226,8 @@ def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
         quantize_static(prepared, path, calibration_reader(ctx.model.input_names, ctx.calibration()),
                         quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[form],
                         per_channel=params["per_channel"], activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=methods[params["calibration"]])
+                        weight_type=QuantType.QInt8, calibrate_method=methods[params["calibration"]],
+                        nodes_to_exclude=_nodes_taking(prepared, params["keep_float"]))
     prepared.unlink()
     form = forms[0]
     if len(forms) > 1:
