@@ -65,7 +65,7 @@ def test_a_constraint_no_point_meets_is_reported_with_the_closest_and_by_how_muc
     assert optimize.choose(points) is None
     text = optimize.report("twohead", "fidelity", want, points, floats, 1.0, tmp_path)
     assert "no point meets every constraint; the closest:" in text
-    closest = optimize.closest(points)
+    closest = optimize.closest(points, want)
     assert closest and all("max_size_kb" in p.missing and p.missing["max_size_kb"] > 0 for p in closest)
     assert f"misses max_size_kb by {closest[0].missing['max_size_kb']:.3g}" in text
 

@@ -10,7 +10,9 @@ rebuilds nothing. Dominated branches are cut early:
 - along a prune-rate ladder with the same tail, a rate that misses the quality floor ends the ladder (more
   pruning of the same model is assumed no better; said in the history);
 - every point is built and weighed before any is run, then measured smallest first, so the smallest feasible
-  point is found before the time budget is spent on larger ones.
+  point is found before the time budget is spent on larger ones;
+- a pruned point no smaller (on disk and gzipped) than the same steps without pruning, already measured, is
+  dominated: unstructured pruning keeps its zeros on disk, and is not expected to beat the unpruned model on quality.
 The front (size vs quality), the history of every point and a plot go to REPORTS/optimize/; `--write` adds the
 chosen variant to the config with budgets at its measured figures plus init's margins, so the optimum becomes a
 gate that keeps it.
@@ -163,6 +165,10 @@ def search(config_path: Path, model_name: str, want: Constraints, max_minutes: f
             if any(t == tail and r <= rate for t, r in ladder_end):
                 p.status, p.why = "pruned", "a lower prune rate of the same tail already missed the quality floor"
                 continue
+            if rate and any(q.stage == "full" and tail == _toml(q.steps) and q.size_kb <= p.size_kb
+                            and (q.transfer_kb or 0) <= (p.transfer_kb or 0) for q in batch):
+                p.status, p.why = "pruned", "dominated: no smaller than the same steps without pruning"
+                continue
             start = time.monotonic()
             progress(f"tinygate optimize: measuring {i + 1}/{len(todo)} {p.label} ({p.size_kb:.1f} KB) ...")
             try:
@@ -262,10 +268,13 @@ def choose(points: list[Point], objective: str = "size") -> Point | None:
         if ok else None
 
 
-def closest(points: list[Point], n: int = 3) -> list[Point]:
-    """When nothing is feasible: the measured points that miss by the least (summed relative shortfall)."""
+def closest(points: list[Point], want: Constraints, n: int = 3) -> list[Point]:
+    """When nothing is feasible: the measured points that miss by the least (shortfalls relative to each limit,
+    summed), fully measured ones first."""
+    limits = asdict(want)
     measured = [p for p in points if p.missing]
-    return sorted(measured, key=lambda p: sum(v / max(abs(v), 1e-9) + v for v in p.missing.values()))[:n]
+    return sorted(measured, key=lambda p: (p.stage == "size", sum(v / max(abs(limits[k]), 1e-9)
+                                                                  for k, v in p.missing.items())))[:n]
 
 
 def report(model: str, task: str, want: Constraints, points: list[Point], floats: dict, minutes: float,
@@ -284,7 +293,8 @@ def report(model: str, task: str, want: Constraints, points: list[Point], floats
     else:
         lines.append("no point meets every constraint; the closest:")
         lines += [f"  {p.label}: {p.size_kb:.1f} KB misses " + ", ".join(f"{k} by {v:.3g}" for k, v in p.missing.items())
-                  for p in closest(points)]
+                  + ("; quality not measured (its size missed first)" if p.stage == "size" else
+                     f"; drop {_fmt(p.drop)}, SQNR {_fmt(p.sqnr_db)} dB") for p in closest(points, want)]
     lines.append("")
     lines.append(f"{'point':58} {'size KB':>8} {'drop':>7} {'SQNR dB':>8}  status")
     for p in sorted(points, key=lambda p: (p.size_kb if p.stage else math.inf)):
