@@ -328,9 +328,13 @@ def _plot(model: str, unit: str, points: list[Point], on_front: list[Point], bes
     y = (lambda p: p.drop) if any(p.drop is not None for p in full) else (lambda p: p.sqnr_db)
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = {"onnx": "tab:blue", "coreml": "tab:orange", "torch": "tab:green"}
+    part = [p for p in points if p.stage == "subset" and y(p) is not None]
     for backend, colour in colours.items():
         mine = [p for p in full if p.backend == backend]
         ax.scatter([p.size_kb for p in mine], [y(p) for p in mine], c=colour, label=backend, alpha=0.7)
+        mine = [p for p in part if p.backend == backend]
+        ax.scatter([p.size_kb for p in mine], [y(p) for p in mine], facecolors="none", edgecolors=colour,
+                   label=f"{backend}, a quarter of the data only (clearly out)" if mine else None)
     ax.plot([p.size_kb for p in on_front], [y(p) for p in on_front], "k--", lw=1, label="front")
     for i, p in enumerate(on_front):
         ax.annotate(f"{i + 1}", (p.size_kb, y(p)), textcoords="offset points", xytext=(4, 4), fontsize=8)
