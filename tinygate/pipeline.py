@@ -245,13 +245,13 @@ def apply_step(src: Artifact, step: Step, ctx: Context) -> Artifact:
             ctx.progress(f"step {step.name}")
         limit = max_step_seconds()
         with warnings.catch_warnings(record=True) as caught, _logged() as logged, \
-                contextlib.redirect_stdout(io.StringIO()) as said, \
+                contextlib.redirect_stdout(io.StringIO()) as said, contextlib.redirect_stderr(said), \
                 time_limit(limit, src.path, f"step {step.name} (--gate-max-step-seconds)"):
             warnings.simplefilter("always")
             path = spec.build_fn()(src, step.params, ctx, out)
         meta = {"artifact": path.name, "kind": spec.produces, "digest": digest_path(path),
                 "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught} | set(logged)),
-                "printed": said.getvalue()[-2000:]}  # a converter's prints, kept with the artifact, not on the screen
+                "printed": said.getvalue()[-2000:]}  # a converter's prints and progress bars, kept with the artifact
         for said in ("engine", "choice"):  # torch's int8 engine; why a step chose the form it built
             if (out / said).is_file():
                 meta[said] = (out / said).read_text()
