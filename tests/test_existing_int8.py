@@ -103,3 +103,17 @@ def test_a_scale_8x_too_coarse_fails_naming_the_tensor(int8_model):
 def test_a_scale_that_is_not_a_finite_positive_number_fails(int8_model, value):
     check = _check(_gate(int8_model, _scale(value)), "q-float")
     assert check.verdict == "fail" and "not a finite positive number" in check.reason, check
+
+
+def test_a_dynamic_int8_model_is_read_through_the_scales_its_integer_ops_use(int8_model):
+    """MatMulInteger / ConvInteger models (onnxruntime's dynamic int8) apply their scale with a Mul: read by name."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(int8_model / "f.onnx", int8_model / "dyn.onnx", per_channel=False)
+    (int8_model / "clean.onnx").rename(int8_model / "static.onnx")
+    (int8_model / "dyn.onnx").rename(int8_model / "clean.onnx")
+    try:
+        check = _check(_gate(int8_model), "q-float")
+        assert check.verdict == "pass" and check.value > 0.9, check
+    finally:
+        (int8_model / "static.onnx").rename(int8_model / "clean.onnx")

@@ -141,3 +141,13 @@ def test_mixed_precision_keeps_the_sensitive_layers_in_float_and_recovers_10_db(
     assert set(max(small)[2]) == {"fc1.weight", "fc4.weight"}, gains  # the two sensitive layers, found by the search
     chosen = optimize.choose(points)
     assert "_mix" in chosen.name and chosen.sqnr_db >= 30  # smaller than fp16, the only feasible point without it
+    name = optimize.write_variant(tmp_path / "gate.toml", "sensitive", chosen, want, "fidelity")  # bools, lists
+    checks = Gate(tmp_path / "gate.toml").variant(f"sensitive-{name}").judge()
+    assert all(c.verdict == "pass" for c in checks), checks
+
+
+def test_a_quality_drop_asked_of_a_label_free_model_is_refused_not_ignored(project):
+    from tinygate.errors import GateError
+
+    with pytest.raises(GateError, match="--max-drop: twohead is label-free"):
+        _search(project, optimize.Constraints(max_drop=0.5, backends=("onnx",)))

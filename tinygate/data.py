@@ -45,8 +45,12 @@ class Dataset:
 
     def head(self, n: int) -> Dataset:
         """The first n samples."""
-        targets, labels = (None if a is None else a[:n] for a in (self.targets, self.labels))
-        return Dataset(self.inputs[:n], targets, labels, tuple(a[:n] for a in self.more_inputs))
+        return self.take(slice(0, n))
+
+    def take(self, rows: slice) -> Dataset:
+        """The samples `rows` selects (every k-th: a share that spans sorted class folders)."""
+        targets, labels = (None if a is None else a[rows] for a in (self.targets, self.labels))
+        return Dataset(self.inputs[rows], targets, labels, tuple(a[rows] for a in self.more_inputs))
 
     def digest(self) -> str:
         """A content hash: a baseline or cached evaluation is only valid for identical data. Computed once (the

@@ -348,6 +348,8 @@ def _toml(value) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, str):
         return _q(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return repr(value)
 
 

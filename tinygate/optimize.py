@@ -32,6 +32,7 @@ import numpy as np
 from tinygate import evaluate, pipeline
 from tinygate.config import GateConfig, load, read_toml
 from tinygate.errors import GateError
+from tinygate.safety import time_limit
 
 PRUNE_RATES = (0.0, 0.3, 0.5, 0.7)
 PALETTE_BITS = (8, 6, 4, 2)  # 3 bits needs an iOS18 target
@@ -104,16 +105,20 @@ def candidates(source_kind: str, calibrated: bool, backends: tuple[str, ...]) ->
 
 
 def search(config_path: Path, model_name: str, want: Constraints, max_minutes: float = 20.0,
-           cache_dir: Path | None = None, progress=print) -> tuple[list[Point], dict]:
+           cache_dir: Path | None = None, progress=print, objective: str = "size") -> tuple[list[Point], dict]:
     """Every point measured within the time budget, and the float model's figures."""
     from tinygate.gate import Gate
     from tinygate.init import _toml
 
+    base_cfg = load(config_path)  # validated first: a missing or broken config is its one line
+    if model_name not in base_cfg.models:
+        raise GateError(config_path, f"models.{model_name}", f"no such model (models: {', '.join(base_cfg.models)})")
+    base = base_cfg.models[model_name]
+    if want.max_drop is not None and base.task == "fidelity":
+        raise GateError("--max-drop", None, f"{model_name} is label-free (task = \"fidelity\"): there is no quality "
+                                            "to drop; hold its outputs to the float model's with --min-sqnr-db")
     raw = read_toml(config_path)
-    body = dict(raw.get("models", {}).get(model_name) or {})
-    if not body:
-        raise GateError(config_path, f"models.{model_name}", "no such model in the config")
-    base = load(config_path).models[model_name]
+    body = dict(raw["models"][model_name])
     cache = cache_dir or config_path.parent / ".tinygate-cache"
 
     def gate_of(points: list[Point]) -> Gate:  # the user's model with these points as its variants
@@ -127,7 +132,7 @@ def search(config_path: Path, model_name: str, want: Constraints, max_minutes: f
     gate = gate_of(points)
     model = gate.config.models[model_name]
     data = pipeline.Context(model, gate.cache).evaluation()
-    subset = data.head(max(8, int(len(data) * SUBSET_SHARE)))
+    subset = data.take(slice(None, None, max(1, min(int(1 / SUBSET_SHARE), len(data) // 8))))  # spans every class
     float_art = pipeline.float_artifact(model)
     float_q = {"full": _quality(float_art, model, data, gate.cache),
                "subset": _quality(float_art, model, subset, gate.cache)}
@@ -143,9 +148,10 @@ def search(config_path: Path, model_name: str, want: Constraints, max_minutes: f
             start = time.monotonic()
             progress(f"tinygate optimize: building {i + 1}/{len(batch)} {p.label} ...")
             try:
-                arts[p.name] = art = gate.variant(f"{model_name}-{p.name}").artifact()
+                with time_limit(max(deadline - time.monotonic(), 1.0), p.name, "the search's time budget"):
+                    arts[p.name] = art = gate.variant(f"{model_name}-{p.name}").artifact()
                 p.size_kb, p.stage = art.disk_bytes() / 1000, "size"
-                if want.max_transfer_kb is not None:
+                if want.max_transfer_kb is not None or objective == "transfer":
                     p.transfer_kb = art.transfer_bytes() / 1000
                 p.missing = {k: v for k, v in want.misses(p).items() if k in ("max_size_kb", "max_transfer_kb")}
                 p.status = "misses" if p.missing else ""
@@ -173,6 +179,8 @@ def search(config_path: Path, model_name: str, want: Constraints, max_minutes: f
             progress(f"tinygate optimize: measuring {i + 1}/{len(todo)} {p.label} ({p.size_kb:.1f} KB) ...")
             try:
                 for stage, part in (("subset", subset), ("full", data)):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the search's time budget ran out before the whole set")
                     p.stage = stage
                     p.drop = _drop(float_q[stage], _quality(arts[p.name], model, part, gate.cache))
                     p.sqnr_db = min(r.sqnr_db for r in evaluate.fidelity(arts[p.name], float_art, model, part,
@@ -278,11 +286,11 @@ def closest(points: list[Point], want: Constraints, n: int = 3) -> list[Point]:
 
 
 def report(model: str, task: str, want: Constraints, points: list[Point], floats: dict, minutes: float,
-           out: Path) -> str:
+           out: Path, objective: str = "size") -> str:
     """The table, the chosen point or the closest misses, written with the history (JSON) and the front (PNG)."""
     out.mkdir(parents=True, exist_ok=True)
     unit = {"image": "dB PSNR", "classifier": "accuracy points"}.get(task, "")
-    best, on_front = choose(points), front(points)
+    best, on_front = choose(points, objective), front(points)
     lines = [f"tinygate optimize {model}: {sum(p.stage != '' for p in points)} of {len(points)} points measured "
              f"in {minutes:.1f} min; float model {floats['size_kb']:.1f} KB"
              + (f", quality {floats['quality']:.4g}" if floats["quality"] is not None else ""),
@@ -291,17 +299,22 @@ def report(model: str, task: str, want: Constraints, points: list[Point], floats
     if best is not None:
         lines.append(f"chosen: {best.label}: {best.size_kb:.1f} KB, drop {_fmt(best.drop)}, SQNR {_fmt(best.sqnr_db)} dB")
     else:
-        lines.append("no point meets every constraint; the closest:")
+        near = closest(points, want)
+        skipped = sum(p.status == "skipped" for p in points)
+        lines.append("no point meets every constraint" + (f" ({skipped} points left unmeasured when the time budget "
+                                                           "ran out)" if skipped else "") + ("; the closest:" if near
+                                                                                             else ""))
         lines += [f"  {p.label}: {p.size_kb:.1f} KB misses " + ", ".join(f"{k} by {v:.3g}" for k, v in p.missing.items())
                   + ("; quality not measured (its size missed first)" if p.stage == "size" else
-                     f"; drop {_fmt(p.drop)}, SQNR {_fmt(p.sqnr_db)} dB") for p in closest(points, want)]
+                     f"; drop {_fmt(p.drop)}, SQNR {_fmt(p.sqnr_db)} dB") for p in near]
     lines.append("")
-    lines.append(f"{'point':58} {'size KB':>8} {'drop':>7} {'SQNR dB':>8}  status")
+    lines.append(f"{'point':58} {'name':11} {'size KB':>8} {'drop':>7} {'SQNR dB':>8}  status")
     for p in sorted(points, key=lambda p: (p.size_kb if p.stage else math.inf)):
         mark = "*" if p in on_front else " "
         status = p.status + (f" ({', '.join(f'{k} by {v:.3g}' for k, v in p.missing.items())})" if p.missing else "")
         status += f" ({p.why})" if p.why and p.status in ("failed", "pruned") else ""
-        lines.append(f"{mark}{p.label[:57]:57} {p.size_kb:8.1f} {_fmt(p.drop):>7} {_fmt(p.sqnr_db):>8}  {status}")
+        lines.append(f"{mark}{p.label[:57]:57} {p.name:11} {p.size_kb:8.1f} {_fmt(p.drop):>7} {_fmt(p.sqnr_db):>8}  "
+                     f"{status}")
     lines.append("* on the size-quality front")
     text = "\n".join(lines)
     (out / f"{model}.json").write_text(json.dumps({"model": model, "constraints": asdict(want), "float": floats,
@@ -357,7 +370,7 @@ def _plot(model: str, unit: str, points: list[Point], on_front: list[Point], bes
 def write_variant(config_path: Path, model: str, p: Point, want: Constraints, task: str) -> str:
     """Append the chosen point as a variant with budgets at its figures plus init's margins (never looser than the
     constraints the search was given)."""
-    from tinygate.init import MARGINS, _toml
+    from tinygate.init import FLOAT_NOISE, MARGINS, _toml
 
     budgets: dict[str, float] = {"max_size_kb": round(p.size_kb * (1 + MARGINS["size_pct"] / 100), 2)}
     if want.max_size_kb is not None:
@@ -368,8 +381,13 @@ def write_variant(config_path: Path, model: str, p: Point, want: Constraints, ta
         budgets[key] = round(max(p.drop, 0.0) + margin, 3)
         if want.max_drop is not None:
             budgets[key] = min(budgets[key], want.max_drop)
-    if p.sqnr_db is not None and math.isfinite(p.sqnr_db):
-        budgets["min_output_sqnr_db"] = round(max(p.sqnr_db - MARGINS["sqnr_db"], want.min_sqnr_db or -math.inf), 2)
+    if want.max_transfer_kb is not None:
+        budgets["max_transfer_kb"] = want.max_transfer_kb
+    if p.sqnr_db is not None:  # never tighter than CPU rounding decides (init's cap), never looser than asked
+        floor = min(p.sqnr_db - MARGINS["sqnr_db"], FLOAT_NOISE["sqnr_db"])
+        if math.isfinite(floor) or want.min_sqnr_db is not None:
+            budgets["min_output_sqnr_db"] = round(max(floor if math.isfinite(floor) else FLOAT_NOISE["sqnr_db"],
+                                                      want.min_sqnr_db or -math.inf), 2)
     existing = read_toml(config_path).get("models", {}).get(model, {}).get("variants", {})
     name = next(f"optimized{i or ''}" for i in range(100) if f"optimized{i or ''}" not in existing)
     text = (f"\n# found by `tinygate optimize` ({p.size_kb:.1f} KB, drop {_fmt(p.drop)}, SQNR {_fmt(p.sqnr_db)} dB)\n"
@@ -407,10 +425,10 @@ def main_args(args: argparse.Namespace) -> int:
         raise GateError("tinygate optimize", None, "give at least one constraint (--max-size-kb, --max-drop, ...)")
     config_path = args.config.resolve()
     start = time.monotonic()
-    points, floats = search(config_path, args.model, want, args.max_minutes)
+    points, floats = search(config_path, args.model, want, args.max_minutes, objective=args.objective)
     task = load(config_path).models[args.model].task
     out = config_path.parent / "reports" / "optimize"
-    print(report(args.model, task, want, points, floats, (time.monotonic() - start) / 60, out))
+    print(report(args.model, task, want, points, floats, (time.monotonic() - start) / 60, out, args.objective))
     print(f"# history: {out / (args.model + '.json')}; front: {out / (args.model + '_front.png')}")
     best = choose(points, args.objective)
     if best is None:

@@ -229,6 +229,9 @@ def read_existing(path: Path) -> list[QuantizedTensor]:
             uses.append((n.input[0], n.input[1], n.input[2] if len(n.input) > 2 else "", axis))
         elif n.op_type in ("QLinearConv", "QLinearMatMul", "QGemm") and len(n.input) > 5:
             uses.append((n.input[3], n.input[4], n.input[5], _qoperator_axes(graph).get(n.input[3])))
+        elif n.op_type in ("MatMulInteger", "ConvInteger") and len(n.input) > 1:  # dynamic: the scale a Mul applies,
+            stem = n.input[1].removesuffix("_quantized")  # named as onnxruntime.quantization names it
+            uses.append((n.input[1], f"{stem}_scale", f"{stem}_zero_point", _qoperator_axes(graph).get(n.input[1])))
     out = []
     for w, s, z, axis in uses:
         if w not in inits or s not in inits:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -64,9 +65,10 @@ def _arm() -> None:
 def _alarm(signum, frame) -> None:
     import time
 
-    expired = [token for deadline, token in _deadlines if deadline <= time.monotonic() + 1e-3]
+    expired = [d for d in _deadlines if d[0] <= time.monotonic() + 1e-3]
     if expired:
-        raise _Expired(expired[0])
+        expired[0][0] = float("inf")  # fired once: unwinding must not be interrupted again by the same deadline
+        raise _Expired(expired[0][1])
     _arm()
 
 
@@ -82,13 +84,16 @@ def time_limit(seconds: float, where: str | Path, what: str):
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
+    if not math.isfinite(seconds) or seconds > 1e7:  # no limit to speak of (setitimer refuses inf)
+        yield
+        return
     token = object()
     previous = signal.getsignal(signal.SIGALRM) if not _deadlines else None
     if not _deadlines:
         signal.signal(signal.SIGALRM, _alarm)
-    _deadlines.append([time.monotonic() + seconds, token])
-    _arm()
     try:
+        _deadlines.append([time.monotonic() + seconds, token])
+        _arm()
         yield
     except _Expired as exc:
         if exc.args[0] is not token:
@@ -98,7 +103,7 @@ def time_limit(seconds: float, where: str | Path, what: str):
         _deadlines[:] = [d for d in _deadlines if d[1] is not token]
         _arm()
         if not _deadlines:
-            signal.signal(signal.SIGALRM, previous)
+            signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
 
 
 def set_max_tensor_mb(value: float) -> None:
