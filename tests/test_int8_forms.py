@@ -51,7 +51,7 @@ def test_a_convinteger_model_is_said_to_be_slow_and_why_and_ops_matmul_keeps_con
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 6, 6])], [weight])
     src = tmp_path / "float.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
-    params = {"per_channel": False, "reduce_range": False, "ops": "all"}
+    params = {"per_channel": False, "reduce_range": False, "ops": "all", "keep_float": []}
     for ops, says in [("all", True), ("matmul", False)]:
         out = tmp_path / ops
         out.mkdir()
