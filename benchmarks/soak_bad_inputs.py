@@ -34,7 +34,8 @@ def processes() -> dict[int, str]:
         if entry.name.isdigit():
             try:
                 if entry.stat().st_uid == os.getuid():
-                    found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                    found[int(entry.name)] = cmd.decode(errors="replace")
             except OSError:
                 continue
     return found

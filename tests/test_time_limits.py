@@ -87,7 +87,8 @@ def project(tmp_path, monkeypatch):
 
 def _checks(project, weights, vid):
     (project / "gate.toml").write_text(CONFIG.format(weights=weights))
-    return {c.check: c for c in Gate(project / "gate.toml", cache_dir=project / f"cache-{weights}").variant(vid).judge()}
+    gate = Gate(project / "gate.toml", cache_dir=project / f"cache-{weights}")
+    return {c.check: c for c in gate.variant(vid).judge()}
 
 
 def test_a_torch_forward_that_never_returns_is_stopped_naming_the_limit(project):

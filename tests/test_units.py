@@ -134,7 +134,8 @@ def test_a_quantized_tensor_that_matches_no_float_weight_is_named_not_dropped(tm
     onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
     art = Artifact("onnx", tmp_path / "m.onnx", "", "")
     w = np.full((2, 2), 0.1, np.float32)
-    assert [t.stored for t in read(art, {"fc.weight": [w], "mystery": [w]})] == ["fc.weight_quantized", "mystery_quantized"]
+    found = read(art, {"fc.weight": [w], "mystery": [w]})
+    assert [t.stored for t in found] == ["fc.weight_quantized", "mystery_quantized"]
     with pytest.raises(GateError, match="quantized tensor.s. mystery_quantized match no float weight"):
         read(art, {"fc.weight": [w]})
 
@@ -229,7 +230,8 @@ def test_memory_bombs_are_refused_before_they_allocate(tmp_path):
     with pytest.raises(GateError, match="is 10000 x 8000 = 80 megapixels, over the 50 cap"):
         check_image(tmp_path / "huge.png")
     with pytest.raises(GateError, match=r"shape: \[1, 3, 100000, 100000\] is 30,000,000,000 elements"):
-        _inputs(_Reader(tmp_path / "gate.toml", tmp_path), "models.m.input", {"name": "x", "shape": [1, 3, 100000, 100000]})
+        _inputs(_Reader(tmp_path / "gate.toml", tmp_path), "models.m.input",
+                {"name": "x", "shape": [1, 3, 100000, 100000]})
 
 
 def test_an_onnx_tensor_over_the_cap_is_refused_before_a_session_allocates_it(tmp_path):

@@ -147,7 +147,7 @@ def bn_folded_weights(art: Artifact) -> dict[str, np.ndarray]:
                  and isinstance(modules.get(n.args[0].target), layer) and len(n.args[0].users) == 1]
     except Exception:  # code fx cannot trace: a BatchNorm registered right after the layer it normalizes
         names = list(modules)
-        pairs = [(a, b) for a, b in zip(names, names[1:]) if isinstance(modules[a], layer)
+        pairs = [(a, b) for a, b in zip(names, names[1:], strict=False) if isinstance(modules[a], layer)
                  and isinstance(modules[b], torch.nn.modules.batchnorm._BatchNorm)]
     out = {}
     with torch.no_grad():
@@ -160,7 +160,8 @@ def bn_folded_weights(art: Artifact) -> dict[str, np.ndarray]:
                                               bn.weight, bn.bias)
             else:
                 w, b = fuse_conv_bn_weights(mod.weight, mod.bias, bn.running_mean, bn.running_var, bn.eps,
-                                            bn.weight, bn.bias, transpose=isinstance(mod, torch.nn.modules.conv._ConvTransposeNd))
+                                            bn.weight, bn.bias,
+                                            transpose=isinstance(mod, torch.nn.modules.conv._ConvTransposeNd))
             prefix = f"{name}." if name else ""
             out[f"{prefix}weight"] = w.detach().numpy()
             out[f"{prefix}bias"] = out[f"{prefix}weight_bias"] = b.detach().numpy()

@@ -450,7 +450,7 @@ def _check_onnx_interface(r: _Reader, key: str, path: Path, shapes: tuple[tuple[
                                      f"{list(inputs)}")
     for name, dims in onnx_input_dims(path).items():  # fixed sizes of the graph must be the declared ones
         declared = dict(shapes)[name]
-        if len(dims) != len(declared) or any(d is not None and d != s for d, s in zip(dims, declared)):
+        if len(dims) != len(declared) or any(d is not None and d != s for d, s in zip(dims, declared, strict=True)):
             where = f"{key}.input" + (f"[{input_names.index(name)}]" if len(input_names) > 1 else "") + ".shape"
             shown = ["?" if d is None else d for d in dims]
             raise r.fail(where, f"{list(declared)} does not fit input {name!r} of {path}, shaped {shown}")

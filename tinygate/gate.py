@@ -35,7 +35,8 @@ class Gate:
     """A gate config with its cache and the record of what was measured and judged."""
 
     def __init__(self, config: GateConfig | str | Path, cache_dir: str | Path | None = None, threads: int = 1,
-                 recorder: Recorder | None = None, bundle: Bundle | None = None, root: str | Path | None = None) -> None:
+                 recorder: Recorder | None = None, bundle: Bundle | None = None,
+                 root: str | Path | None = None) -> None:
         from tinygate.config import load
 
         self.config = config if isinstance(config, GateConfig) else load(config, root=root)

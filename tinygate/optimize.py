@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygate import evaluate, pipeline
-from tinygate.config import GateConfig, load, read_toml
+from tinygate.config import load, read_toml
 from tinygate.errors import GateError
 from tinygate.safety import time_limit
 
@@ -297,14 +297,16 @@ def report(model: str, task: str, want: Constraints, points: list[Point], floats
              f"constraints: {', '.join(f'{k} {v}' for k, v in asdict(want).items() if v is not None)}"
              + (f" (drop in {unit})" if unit else "")]
     if best is not None:
-        lines.append(f"chosen: {best.label}: {best.size_kb:.1f} KB, drop {_fmt(best.drop)}, SQNR {_fmt(best.sqnr_db)} dB")
+        lines.append(f"chosen: {best.label}: {best.size_kb:.1f} KB, drop {_fmt(best.drop)}, "
+                     f"SQNR {_fmt(best.sqnr_db)} dB")
     else:
         near = closest(points, want)
         skipped = sum(p.status == "skipped" for p in points)
         lines.append("no point meets every constraint" + (f" ({skipped} points left unmeasured when the time budget "
                                                            "ran out)" if skipped else "") + ("; the closest:" if near
                                                                                              else ""))
-        lines += [f"  {p.label}: {p.size_kb:.1f} KB misses " + ", ".join(f"{k} by {v:.3g}" for k, v in p.missing.items())
+        lines += [f"  {p.label}: {p.size_kb:.1f} KB misses "
+                  + ", ".join(f"{k} by {v:.3g}" for k, v in p.missing.items())
                   + ("; quality not measured (its size missed first)" if p.stage == "size" else
                      f"; drop {_fmt(p.drop)}, SQNR {_fmt(p.sqnr_db)} dB") for p in near]
     lines.append("")

@@ -57,7 +57,7 @@ def load_data(spec: DataSpec, where: str) -> Dataset:
             raise GateError(spec.source, where, f"must return a tinygate.data.Dataset, got {type(data).__name__}")
     source = spec.origin
     for name, arr in [("inputs", data.inputs), ("targets", data.targets), ("labels", data.labels),
-                      *((f"input {n!r}", a) for n, a in zip(spec.input_names[1:], data.more_inputs))]:
+                      *((f"input {n!r}", a) for n, a in zip(spec.input_names[1:], data.more_inputs, strict=False))]:
         if arr is not None and np.ndim(arr) == 0:
             raise GateError(source, where, f"{name} is a single number (a 0-d array); give one row per sample")
     if len(data) == 0:

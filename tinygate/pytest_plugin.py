@@ -115,8 +115,13 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from tinygate.errors import GateError
     from tinygate.gate import Gate
-    from tinygate.safety import (refuse_unsafe_environment, set_max_call_seconds, set_max_file_mb,
-                                 set_max_step_seconds, set_max_tensor_mb)
+    from tinygate.safety import (
+        refuse_unsafe_environment,
+        set_max_call_seconds,
+        set_max_file_mb,
+        set_max_step_seconds,
+        set_max_tensor_mb,
+    )
 
     try:
         refuse_unsafe_environment()
