@@ -5,7 +5,6 @@ renamed the fused layer; and a quantized weight off by more than its bound still
 from __future__ import annotations
 
 import shutil
-import sys
 
 import numpy as np
 import onnx
@@ -13,7 +12,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 from safetensors.torch import save_file
-from user_code import BN_NET
+from user_code import BN_NET, user_module
 
 from tinygate import Gate, quant_artifacts
 from tinygate.artifacts import Artifact, bn_folded_weights
@@ -52,12 +51,7 @@ budgets = { min_output_sqnr_db = 20 }
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory):
     root = tmp_path_factory.mktemp("bn")
-    (root / "bnnet.py").write_text(BN_NET)
-    sys.path.insert(0, str(root))
-    try:
-        import bnnet
-    finally:
-        sys.path.remove(str(root))
+    bnnet = user_module(root, "bnnet", BN_NET)
     torch.manual_seed(0)
     model = bnnet.build()
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics a trained net has

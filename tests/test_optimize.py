@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from user_code import TWO_HEAD_NET
+from user_code import TWO_HEAD_NET, user_module
 
 from tinygate import Gate, optimize
 
@@ -33,14 +33,7 @@ budgets = { max_size_kb = 100 }
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("opt")
-    (root / "twohead.py").write_text(TWO_HEAD_NET)
-    import sys
-
-    sys.path.insert(0, str(root))
-    try:
-        import twohead
-    finally:
-        sys.path.remove(str(root))
+    twohead = user_module(root, "twohead", TWO_HEAD_NET)
     torch.manual_seed(0)
     save_file({k: v.contiguous() for k, v in twohead.build().state_dict().items()}, root / "twohead.safetensors")
     rng = np.random.default_rng(0)
@@ -106,15 +99,10 @@ budgets = { max_size_kb = 1000 }
 
 
 def test_mixed_precision_keeps_the_sensitive_layers_in_float_and_recovers_10_db(tmp_path, monkeypatch):
-    import sys
-
     from user_code import SENSITIVE_NET
 
     monkeypatch.setattr(optimize, "PRUNE_RATES", (0.0,))
-    (tmp_path / "sensitive.py").write_text(SENSITIVE_NET)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import sensitive
-
+    sensitive = user_module(tmp_path, "sensitive", SENSITIVE_NET)
     torch.manual_seed(0)
     net = sensitive.build()
     with torch.no_grad():
@@ -128,7 +116,6 @@ def test_mixed_precision_keeps_the_sensitive_layers_in_float_and_recovers_10_db(
         x[..., 0] = 0.0
         np.savez(tmp_path / f"{name}.npz", inputs=x)
     (tmp_path / "gate.toml").write_text(MIXED)
-    sys.modules.pop("sensitive", None)
     want = optimize.Constraints(min_sqnr_db=30, backends=("onnx",))
     points, _ = optimize.search(tmp_path / "gate.toml", "sensitive", want, max_minutes=10, progress=lambda m: None)
     by_name = {p.name: p for p in points}
