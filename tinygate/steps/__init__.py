@@ -91,6 +91,13 @@ def step(*, consumes: str | tuple[str, ...], produces: str, calibration: bool = 
 STEPS: dict[str, StepSpec] = {s.name: s for s in (
     StepSpec("prune", ("torch",), "torch", "tinygate.steps.prune:prune",
              {"rate": Param(float, 0.3, _between(0.0, 1.0, lo_open=True))}),
+    StepSpec("finetune", ("torch",), "torch", "tinygate.steps.finetune:finetune",
+             {"steps": Param(int, 300, _between(1, 100_000)),
+              "lr": Param(float, 3e-4, _between(0.0, 1.0, lo_open=True)),
+              "batch": Param(int, 8, _between(1, 1024)), "seed": Param(int, 0, _between(0, 2**31)),
+              "quantize": Param(str, "none", _one_of("none", "int8", "palettize")),
+              "nbits": Param(int, 4, _one_of(1, 2, 3, 4, 6, 8)), "crop": Param(int, 0, _between(0, 4096))},
+             uses_calibration=True),
     StepSpec("onnx_export", ("torch",), "onnx", "tinygate.steps.onnx_steps:export",
              {"opset": Param(int, 18, _between(13, 23))}),
     StepSpec("ort_optimize", ("onnx",), "onnx", "tinygate.steps.onnx_steps:optimize",
