@@ -82,8 +82,10 @@ class Point:
         return " + ".join(s["step"] + "".join(f" {k}={v}" for k, v in s.items() if k != "step") for s in self.steps)
 
 
-def candidates(source_kind: str, calibrated: bool, backends: tuple[str, ...]) -> list[tuple[str, list[dict]]]:
-    """(backend, steps) for every point of the space, grouped as prune ladders (same tail, rising rate)."""
+def candidates(source_kind: str, calibrated: bool, backends: tuple[str, ...],
+               crop: int | None = None) -> list[tuple[str, list[dict]]]:
+    """(backend, steps) for every point of the space, grouped as prune ladders (same tail, rising rate). `crop`:
+    the fine-tuning window of an image model (0: whole inputs; None: no fine-tuning points)."""
     tails: list[tuple[str, list[dict]]] = []
     export = [{"step": "onnx_export"}] if source_kind == "torch" else []
     if "onnx" in backends:
@@ -97,11 +99,15 @@ def candidates(source_kind: str, calibrated: bool, backends: tuple[str, ...]) ->
         tails += [("coreml", [{"step": "coreml"}, {"step": "coreml_int8", "granularity": g}])
                   for g in ("per_channel", "per_tensor")]
         tails += [("coreml", [{"step": "coreml"}, {"step": "coreml_palettize", "nbits": b}]) for b in PALETTE_BITS]
+        if calibrated and crop is not None:  # palettization-aware fine-tuning: 3 bits (iOS18) and 2 bits
+            tails += [("coreml", [{"step": "finetune", "quantize": "palettize", "nbits": b, "crop": crop},
+                                  {"step": "coreml", "target": "iOS18"}, {"step": "coreml_palettize", "nbits": b}])
+                      for b in (3, 2)]
     if source_kind == "torch" and "torch" in backends and calibrated:
         tails += [("torch", [{"step": "torch_int8"}])]
     rates = PRUNE_RATES if source_kind == "torch" else (0.0,)
     return [(backend, ([{"step": "prune", "rate": r}] if r else []) + steps)
-            for backend, steps in tails for r in rates]
+            for backend, steps in tails for r in (rates if steps[0]["step"] != "finetune" else (0.0,))]
 
 
 def search(config_path: Path, model_name: str, want: Constraints, max_minutes: float = 20.0,
@@ -128,7 +134,7 @@ def search(config_path: Path, model_name: str, want: Constraints, max_minutes: f
                                        "models": {model_name: {**body, "variants": variants}}}), cache)
 
     points = [Point(f"opt{i:03d}", steps, backend) for i, (backend, steps) in
-              enumerate(candidates(base.source_kind, base.calibration is not None, want.backends))]
+              enumerate(candidates(base.source_kind, base.calibration is not None, want.backends, _crop(base)))]
     gate = gate_of(points)
     model = gate.config.models[model_name]
     data = pipeline.Context(model, gate.cache).evaluation()
@@ -235,6 +241,13 @@ def _mixed_precision(points: list[Point], gate, model_name: str, want: Constrain
                 steps = [*p.steps[:-1], {**last, "keep_float": worst[:k]}]
                 out.append(Point(f"{p.name}_mix{k}", steps, p.backend))
     return out
+
+
+def _crop(model) -> int | None:
+    """Fine-tune an image model (one N x C x H x W input) on 64 x 64 windows when it is larger: 16x cheaper for a
+    fully convolutional model (one that is not fails that point, said in the history); others on whole inputs."""
+    shapes = [shape for _, shape in model.inputs]
+    return 64 if len(shapes) == 1 and len(shapes[0]) == 4 and min(shapes[0][2:]) > 64 else 0
 
 
 def _first(exc: Exception) -> str:
