@@ -243,7 +243,7 @@ def _mixed_precision(points: list[Point], gate, model_name: str, want: Constrain
     return out
 
 
-def _crop(model) -> int | None:
+def _crop(model) -> int:
     """Fine-tune an image model (one N x C x H x W input) on 64 x 64 windows when it is larger: 16x cheaper for a
     fully convolutional model (one that is not fails that point, said in the history); others on whole inputs."""
     shapes = [shape for _, shape in model.inputs]

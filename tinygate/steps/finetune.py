@@ -1,13 +1,12 @@
 """finetune: quality recovery by distillation from the float model on the calibration inputs (no labels needed).
 
-The student (the step's input: a pruned model, or the float model itself) learns to reproduce the float
-model's outputs (mean squared error, Adam, `steps` batches). Zeros a pruning step left stay zero. With
-`quantize = "int8"` or `"palettize"` the fine-tuning is quantization-aware: each Conv / Linear weight is used
-as the later step will store it (symmetric per-channel int8; a k-means look-up table of 2**nbits values per
-tensor), gradients pass straight through the rounding, and the weights are saved snapped to those values,
-so the later quantization step stores them (near) exactly. Deterministic given `seed`: one thread, seeded
-batch order, deterministic algorithms.
-"""
+The student (the step's input: a pruned model, or the float model itself before quantization) learns to
+reproduce the float model's outputs (mean squared error, Adam, `steps` batches). Zeros a pruning step left stay
+zero. Quantization-aware forms use each Conv / Linear weight as the later step will store it, and save it so:
+`quantize = "int8"` on the symmetric per-channel grid, gradients straight through the rounding;
+`quantize = "palettize"` as a look-up table of 2**nbits values per tensor, whose entries are learned on
+assignments fixed by an initial k-means (a `coreml_palettize` with the same nbits then stores it exactly).
+Deterministic given `seed`: one thread, seeded batch order, deterministic algorithms."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from tinygate.artifacts import Artifact, load_torch, save_torch
 LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
 
 
-def int8_per_channel(w: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def int8_per_channel(w: torch.Tensor) -> torch.Tensor:
     """w on the symmetric per-output-channel int8 grid (scale = max|w| / 127): what ONNX Runtime's and Core ML's
     per-channel symmetric quantizers store."""
     scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-12) / 127
@@ -141,4 +140,5 @@ def _batch(data, rows: list[int], crop: int, rng) -> tuple[torch.Tensor, ...]:
 
 
 def _outputs(y) -> tuple[torch.Tensor, ...]:
-    return tuple(y) if isinstance(y, (tuple, list)) else (y,)
+    """A forward's outputs as a tuple, as the gate reads them (a tensor, or a tuple, list or dict of tensors)."""
+    return tuple(y.values()) if isinstance(y, dict) else tuple(y) if isinstance(y, (tuple, list)) else (y,)
