@@ -129,3 +129,87 @@ def test_a_run_stopped_by_a_config_error_leaves_no_may_ship_summary(project):
     assert run.returncode == 4 and "min_accuracy_pct: must be float" in run.stderr, run.stdout + run.stderr
     summary = (latest / "summary.md").read_text()
     assert "**blocked**" in summary and "min_accuracy_pct: must be float" in summary
+
+
+DATA_MODULE = '''
+from pathlib import Path
+from tinygate.data import deterministic
+from tinygate.zoo.digits import eval_set as digits_eval
+
+CALLS = Path(__file__).with_name("calls.txt")
+
+
+def _counted():
+    with open(CALLS, "a") as fh:
+        fh.write("x")
+    return digits_eval()
+
+
+@deterministic
+def marked():
+    return _counted()
+
+
+def unmarked():
+    return _counted()
+'''
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["marked_deterministic", "unmarked"])
+def test_a_deterministic_data_source_is_cached_by_its_code_and_any_other_is_called_every_run(tmp_path, monkeypatch,
+                                                                                             marked):
+    """A source marked tinygate.data.deterministic runs once, then its Dataset comes from the cache until its
+    module changes; an unmarked source runs in every run (what it reads cannot be known)."""
+    from tinygate import pipeline
+
+    source = "user_data_core:" + ("marked" if marked else "unmarked")
+    (tmp_path / "user_data_core.py").write_text(DATA_MODULE)
+    (tmp_path / "gate.toml").write_text(model_table("digits", eval_spec=f'{{ source = "{source}" }}')
+                                        + VARIANTS.split("[models.digits.variants.scaled]")[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls = tmp_path / "calls.txt"
+    try:
+        digests = []
+        for edit in ("", "", "\n# edited\n"):
+            pipeline._data_memo.clear()  # a new run
+            sys.modules.pop("user_data_core", None)
+            if edit:
+                (tmp_path / "user_data_core.py").write_text(DATA_MODULE + edit)
+            gate = Gate(tmp_path / "gate.toml", cache_dir=tmp_path / "cache")
+            digests.append(gate.variant("digits-float").evaluation().digest())
+        assert len(set(digests)) == 1  # the same data, called or read back
+        assert calls.read_text() == ("xx" if marked else "xxx")  # marked: first run, and after the edit
+    finally:
+        sys.modules.pop("user_data_core", None)
+        pipeline._data_memo.clear()
+
+
+def test_a_variant_is_run_once_for_its_scores_and_its_fidelity_and_the_float_model_once_in_all(project,
+                                                                                               monkeypatch):
+    """A cold run measures quality and fidelity to the float model in one pass over the evaluation set; the float
+    model's outputs are computed once for every variant."""
+    from tinygate import artifacts, evaluate
+
+    evaluate._reference_outputs.clear()
+    runs: list[str] = []
+    real = artifacts.runner_all
+
+    def counting(art, threads=1):
+        run = real(art, threads)
+
+        def counted(*xs):
+            runs.append(art.digest)
+            return run(*xs)
+        return counted
+
+    monkeypatch.setattr(evaluate, "runner_all", counting)
+    monkeypatch.setattr(artifacts, "runner_all", counting)  # what artifacts.runner (first output) calls
+    gate = Gate(project / "gate.toml", cache_dir=project / "cache")
+    float_run, scaled = gate.variant("digits-float"), gate.variant("digits-scaled")
+    n = len(scaled.evaluation())
+    scaled.scores()  # then its fidelity, read back; then the float model's scores, from the kept outputs
+    scaled.fidelity()
+    float_run.scores()
+    assert runs.count(scaled.artifact().digest) == n
+    assert runs.count(float_run.artifact().digest) == n
+    evaluate._reference_outputs.clear()

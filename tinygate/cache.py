@@ -28,9 +28,9 @@ from typing import Any
 from filelock import FileLock
 
 # scipy and Pillow: scikit-image's filters and image reading run on them, and a new scipy release changed the
-# bundled evaluation data (and so its hash) without any other version moving.
+# bundled evaluation data (and so its hash) without any other version moving; scikit-learn ships the digits.
 TOOLS = ("tinygate", "torch", "onnx", "onnxruntime", "onnxscript", "coremltools", "numpy", "scikit-image", "scipy",
-         "pillow")
+         "pillow", "scikit-learn")
 
 
 @functools.cache
@@ -162,6 +162,10 @@ class Cache:
             return False
         self._verified.add(key)
         return True
+
+    def has(self, key: str) -> bool:
+        """A trusted entry for `key` is stored (nothing is built)."""
+        return self._trusted(key, self.root / key)
 
     def get_or_build(self, key: str, build: Callable[[Path], None],
                      intact: Callable[[Path], bool] = lambda entry: True) -> Path:

@@ -86,40 +86,59 @@ def check_inputs(model: Model, data: Dataset) -> None:
                             + (f" (input {name!r})" if len(model.inputs) > 1 else ""))
 
 
-def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1,
-          progress: Callable[[str], None] | None = None) -> Scores:
-    backend = backend_name(art.kind, art.meta)
-    key = key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions("tinygate.evaluate"), task=model.task,
-                 backend=backend)
+def _score_key(art: Artifact, model: Model, data: Dataset) -> str:
+    return key_of(evaluate=art.digest, data=data.digest(), tools=tool_versions("tinygate.evaluate"), task=model.task,
+                  backend=backend_name(art.kind, art.meta))
 
+
+def _fidelity_key(art: Artifact, reference: Artifact, model: Model, data: Dataset) -> str:
+    return key_of(fidelity=art.digest, reference=reference.digest, data=data.digest(),
+                  tools=tool_versions("tinygate.evaluate"), backend=backend_name(art.kind, art.meta),
+                  outputs=model.output_names, class_axis=model.class_axis)
+
+
+def _score_values(art: Artifact, model: Model, data: Dataset, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample scores of the first output: PSNR and SSIM against the targets, or predictions against labels."""
+    bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    if bad.any():
+        raise GateError(art.path, None, f"outputs NaN or Inf on {int(bad.sum())} of {len(bad)} evaluation "
+                                        f"samples (first: #{int(np.argmax(bad))})")
+    if model.task == "image":
+        if data.targets is None:
+            raise GateError(f"models.{model.name}.eval", "targets", "an image model's evaluation set needs targets")
+        if outputs.shape != data.targets.shape:
+            raise GateError(art.path, None, f"output shape {outputs.shape[1:]} does not match "
+                                            f"the targets' {data.targets.shape[1:]}")
+        return metrics.image_scores(outputs, data.targets)
+    if data.labels is None:
+        raise GateError(f"models.{model.name}.eval", "labels", "a classifier's evaluation set needs labels")
+    predictions = outputs.reshape(len(outputs), -1).argmax(1)
+    predictions[~np.isfinite(outputs.reshape(len(outputs), -1)).all(1)] = -1  # NaN never counts
+    return {"predictions": predictions, "correct": predictions == data.labels}
+
+
+def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int = 1,
+          progress: Callable[[str], None] | None = None, reference: Artifact | None = None) -> Scores:
+    """Per-sample scores on the evaluation set, cached. Given the float model as `reference`, a variant's outputs
+    are compared with it in the same pass (see `_measure`), so that fidelity() finds its figures cached."""
     check_inputs(model, data)
+    key = _score_key(art, model, data)
+    if reference is not None and reference.digest != art.digest and not cache.has(key):
+        with contextlib.suppress(GateError):  # the float model failed: scored alone below, as before
+            _measure(art, reference, model, data, cache, threads, progress)
 
     def build(out: Path) -> None:
         if progress is not None:
-            progress(f"evaluating on {len(data)} inputs ({backend})")
-        outputs = outputs_of(art, data, threads)
-        bad = ~np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
-        if bad.any():
-            raise GateError(art.path, None, f"outputs NaN or Inf on {int(bad.sum())} of {len(bad)} evaluation "
-                                            f"samples (first: #{int(np.argmax(bad))})")
-        if model.task == "image":
-            if data.targets is None:
-                raise GateError(f"models.{model.name}.eval", "targets", "an image model's evaluation set needs targets")
-            if outputs.shape != data.targets.shape:
-                raise GateError(art.path, None, f"output shape {outputs.shape[1:]} does not match "
-                                                f"the targets' {data.targets.shape[1:]}")
-            values = metrics.image_scores(outputs, data.targets)
+            progress(f"evaluating on {len(data)} inputs ({backend_name(art.kind, art.meta)})")
+        if reference is not None and reference.digest == art.digest:  # the float model: its outputs are kept
+            outputs = np.concatenate([outs[0] for outs in _float_outputs(art, data, threads)])
         else:
-            if data.labels is None:
-                raise GateError(f"models.{model.name}.eval", "labels", "a classifier's evaluation set needs labels")
-            predictions = outputs.reshape(len(outputs), -1).argmax(1)
-            predictions[~np.isfinite(outputs.reshape(len(outputs), -1)).all(1)] = -1  # NaN never counts
-            values = {"predictions": predictions, "correct": predictions == data.labels}
-        np.savez(out / "scores.npz", **values)
+            outputs = outputs_of(art, data, threads)
+        np.savez(out / "scores.npz", **_score_values(art, model, data, outputs))
 
     entry = cache.get_or_build(key, build)
     with np.load(entry / "scores.npz", allow_pickle=False) as npz:
-        return Scores({k: npz[k] for k in npz.files}, backend)
+        return Scores({k: npz[k] for k in npz.files}, backend_name(art.kind, art.meta))
 
 
 def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, cache: Cache,
@@ -128,31 +147,66 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     import json
 
     check_inputs(model, data)
-    key = key_of(fidelity=art.digest, reference=reference.digest, data=data.digest(),
-                 tools=tool_versions("tinygate.evaluate"), backend=backend_name(art.kind, art.meta),
-                 outputs=model.output_names, class_axis=model.class_axis)
-
-    def build(out: Path) -> None:
-        if progress is not None:
-            progress(f"comparing with the float model on {len(data)} inputs ({backend_name(art.kind, art.meta)})")
-        acc = [fidelity_.Accumulator(name, model.class_axis) for name in model.output_names]
-        with all_cores(threads) as n:
-            run, run_ref = runner_all(art, n), runner_all(reference, n)
-            for i in range(len(data)):
-                xs = data.sample(i)
-                mine, ref = run(*xs), run_ref(*xs)
-                if len(mine) != len(acc) or len(ref) != len(acc):
-                    raise GateError(art.path, None, f"returns {len(mine)} outputs and the float model {len(ref)}, "
-                                                    f"but models.{model.name}.output names {len(acc)}")
-                for a, r, m in zip(acc, ref, mine, strict=True):
-                    if r.shape != m.shape:
-                        raise GateError(art.path, a.name, f"output shape {m.shape} differs from the float model's "
-                                                          f"{r.shape}")
-                    a.add(r, m)
-        (out / "fidelity.json").write_text(json.dumps([a.result().__dict__ for a in acc]))
-
-    entry = cache.get_or_build(key, build)
+    key = _fidelity_key(art, reference, model, data)
+    if not cache.has(key):
+        _measure(art, reference, model, data, cache, threads, progress)
+    entry = cache.get_or_build(key, lambda out: _measure(art, reference, model, data, cache, threads, progress,
+                                                         fidelity_out=out))
     return [fidelity_.OutputFidelity(**r) for r in json.loads((entry / "fidelity.json").read_text())]
+
+
+_reference_outputs: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # the float model's, once per process
+
+
+def _float_outputs(reference: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
+    """Every output of the float model on every sample (sample-major), computed once per process."""
+    key = (reference.digest, data.digest())
+    if key not in _reference_outputs:
+        with all_cores(threads) as n:
+            run = runner_all(reference, n)
+            _reference_outputs[key] = [run(*data.sample(i)) for i in range(len(data))]
+    return _reference_outputs[key]
+
+
+def _measure(art: Artifact, reference: Artifact, model: Model, data: Dataset, cache: Cache, threads: int,
+             progress: Callable[[str], None] | None, fidelity_out: Path | None = None) -> None:
+    """One pass of the artifact over the evaluation inputs that fills both cache entries: its fidelity to the
+    float model and (when they can be scored) its scores. A cold run used to run each variant twice and the float
+    model once more per variant. The float model's outputs are kept for the process (one set per model and data
+    set: 78 MB for tinybeauty). Writes the fidelity into `fidelity_out` when given (a cache build), else through
+    the cache; scores that cannot be computed (NaN, no targets) are left to score(), which says why."""
+    import json
+
+    if progress is not None:
+        progress(f"evaluating on {len(data)} inputs and comparing with the float model "
+                 f"({backend_name(art.kind, art.meta)})")
+    with all_cores(threads) as n:  # the variant first: its own failure is the one to report
+        run = runner_all(art, n)
+        outputs = [run(*data.sample(i)) for i in range(len(data))]
+    if progress is not None and (reference.digest, data.digest()) not in _reference_outputs:
+        progress(f"running the float model on {len(data)} inputs ({backend_name(reference.kind, reference.meta)})")
+    refs = _float_outputs(reference, data, threads)
+    acc = [fidelity_.Accumulator(name, model.class_axis) for name in model.output_names]
+    for mine, ref in zip(outputs, refs, strict=True):
+        if len(mine) != len(acc) or len(ref) != len(acc):
+            raise GateError(art.path, None, f"returns {len(mine)} outputs and the float model {len(ref)}, "
+                                            f"but models.{model.name}.output names {len(acc)}")
+        for a, r, m in zip(acc, ref, mine, strict=True):
+            if r.shape != m.shape:
+                raise GateError(art.path, a.name, f"output shape {m.shape} differs from the float model's "
+                                                  f"{r.shape}")
+            a.add(r, m)
+    text = json.dumps([a.result().__dict__ for a in acc])
+    if fidelity_out is not None:
+        (fidelity_out / "fidelity.json").write_text(text)
+    else:
+        cache.get_or_build(_fidelity_key(art, reference, model, data),
+                           lambda out: (out / "fidelity.json").write_text(text))
+    try:
+        values = _score_values(art, model, data, np.concatenate([outs[0] for outs in outputs]))
+    except GateError:
+        return
+    cache.get_or_build(_score_key(art, model, data), lambda out: np.savez(out / "scores.npz", **values))
 
 
 def summary_figures(result: Scores) -> dict[str, float]:

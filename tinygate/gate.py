@@ -176,7 +176,7 @@ class VariantRun:
     def _scores(self, art: Artifact) -> evaluate.Scores:
         def compute():
             return evaluate.score(art, self.model, self.evaluation(), self.gate.cache, self.gate.threads,
-                                  self._say(art))
+                                  self._say(art), reference=self.float_artifact())
         return self.gate.once(("scores", art.digest, self.model.name), compute)
 
     def scores(self) -> evaluate.Scores:

@@ -121,11 +121,16 @@ def _stored(op: str, name: str, value: np.ndarray, dtype) -> np.ndarray:
     """An op's output as Core ML stores it: fp16 outputs round here, and one beyond fp16's range is refused
     (the device would hold inf) naming the op, the tensor and its largest magnitude."""
     if dtype == np.float16 and value.dtype.kind == "f":
-        finite = np.abs(value[np.isfinite(value)])
-        big = float(finite.max()) if finite.size else 0.0
-        if big > 65504.0:
-            raise OverflowError(f"Core ML fp16: {op} output {name!r} reaches {big:.6g}, beyond fp16's largest "
-                                "value 65504")
+        if value.size and not (-65504.0 <= value.min() and value.max() <= 65504.0):  # NaN or inf, or too large
+            finite = np.abs(value[np.isfinite(value)])
+            big = float(finite.max()) if finite.size else 0.0
+            if big > 65504.0:
+                raise OverflowError(f"Core ML fp16: {op} output {name!r} reaches {big:.6g}, beyond fp16's largest "
+                                    "value 65504")
+        if value.dtype == np.float32:  # torch's conversion (the same rounding to nearest even) is vectorized
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(value)).half().numpy()
     return value.astype(dtype)
 
 
@@ -134,6 +139,10 @@ def _stored(op: str, name: str, value: np.ndarray, dtype) -> np.ndarray:
 def _f(x: Any) -> np.ndarray:
     """Compute in float32 whatever precision the input is stored in."""
     x = np.asarray(x)
+    if x.dtype == np.float16 and x.size > 4096:  # torch converts a large fp16 tensor several times faster
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x)).float().numpy()
     return x.astype(np.float32) if x.dtype.kind == "f" else x
 
 
@@ -173,10 +182,11 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     strides = [1] * len(kernel) if strides is None else [int(s) for s in strides]
     dilations = [1] * len(kernel) if dilations is None else [int(d) for d in dilations]
     pads = _pads(x, kernel, strides, dilations, str(pad_type), pad)
-    xt = F.pad(_t(x), _torch_pad(pads))
+    symmetric = all(a == b for a, b in pads)  # torch pads inside the convolution then: no padded copy
+    xt = _t(x) if symmetric else F.pad(_t(x), _torch_pad(pads))
     fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(kernel)]
     out = fn(xt, _t(weight), None if bias is None else _t(bias), stride=tuple(strides), dilation=tuple(dilations),
-             groups=int(groups))
+             groups=int(groups), padding=tuple(a for a, _ in pads) if symmetric else 0)
     return out.numpy()
 
 

@@ -97,24 +97,58 @@ class Context:
         return example_inputs(self.model)
 
     def calibration(self) -> Dataset:
-        return cached_data(self.cache, self.model.calibration, f"models.{self.model.name}.calibration")
+        return cached_data(self.cache, self.model.calibration, f"models.{self.model.name}.calibration",
+                           self.model.project)
 
     def evaluation(self) -> Dataset:
-        return cached_data(self.cache, self.model.eval, f"models.{self.model.name}.eval")
+        return cached_data(self.cache, self.model.eval, f"models.{self.model.name}.eval", self.model.project)
 
 
 _data_memo: dict[str, Dataset] = {}
 
 
-def cached_data(store: Cache, spec: DataSpec, where: str) -> Dataset:
-    """A data set, built once per process. A `source` is called afresh in every run, never read back from disk:
-    what it reads (files, other modules) cannot be known, so a cached copy could be stale. Scores and other
-    figures are keyed by the data's content hash."""
+def cached_data(store: Cache, spec: DataSpec, where: str, project: Path | None = None) -> Dataset:
+    """A data set, built once per process. A `source` is called afresh in every run: what it reads (files, other
+    modules) cannot be known, so a cached copy could be stale; unless it is marked `tinygate.data.deterministic`,
+    when its Dataset is kept in the cache keyed by its code (its module, the project modules and tinygate modules
+    that module uses) and the tools' versions. Scores and other figures are keyed by the data's content hash."""
     if spec.source is None:
         return load_data(spec, where)
     if spec.source not in _data_memo:
-        _data_memo[spec.source] = load_data(spec, where)
+        _data_memo[spec.source] = _stored_data(store, spec, where, project) or load_data(spec, where)
     return _data_memo[spec.source]
+
+
+_ARRAYS = ("inputs", "targets", "labels")
+
+
+def _stored_data(store: Cache, spec: DataSpec, where: str, project: Path | None) -> Dataset | None:
+    """A deterministic source's Dataset, from the cache or made (by load_data, with every check) and stored as
+    plain .npy arrays (never pickled); None for any other source, or one that cannot be imported (load_data then
+    says why)."""
+    module_name, _, func = spec.source.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # noqa: BLE001 - load_data reports it with the file and key
+        return None
+    if not getattr(getattr(module, func, None), "tinygate_deterministic", False) or not module.__file__:
+        return None
+    files = [Path(module.__file__), *(user_modules(module, project) if project else [])]
+    files += [f for f in tinygate_sources(files) if f not in files]
+    key = key_of(kind="data", source=spec.source, files=[digest_path(f) for f in files],
+                 tools=tool_versions("tinygate.pipeline"))
+
+    def build(tmp: Path) -> None:
+        data = load_data(spec, where)
+        for name, arr in [*((n, getattr(data, n)) for n in _ARRAYS),
+                          *((f"more{i}", a) for i, a in enumerate(data.more_inputs))]:
+            if arr is not None:
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+
+    entry = store.get_or_build(key, build, intact=lambda e: (e / "inputs.npy").is_file())
+    read = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in entry.glob("*.npy")}
+    more = tuple(read[f"more{i}"] for i in range(len([k for k in read if k.startswith("more")])))
+    return Dataset(*(read.get(n) for n in _ARRAYS), more_inputs=more)
 
 
 def float_artifact(model: Model) -> Artifact:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinygate.data import Dataset
+from tinygate.data import Dataset, deterministic
 
 HELD_OUT = 500
 SPLIT_SEED = 0
@@ -45,12 +45,14 @@ def split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return train_x, train_y, test_x, test_y
 
 
+@deterministic
 def eval_set() -> Dataset:
     """The 500 held-out digits with their labels."""
     _, _, x, y = split()
     return Dataset(inputs=x, labels=y.astype(np.int64))
 
 
+@deterministic
 def calibration_set() -> Dataset:
     """The first 64 training digits, for static int8 calibration."""
     x, _, _, _ = split()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinygate.data import Dataset
+from tinygate.data import Dataset, deterministic
 
 SIZE = 256
 TRAIN_PHOTOS = ("astronaut", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
@@ -80,12 +80,14 @@ def with_teacher(inputs: np.ndarray) -> np.ndarray:
     return np.stack([teacher(x.transpose(1, 2, 0)).transpose(2, 0, 1) for x in inputs])
 
 
+@deterministic
 def eval_set() -> Dataset:
     """100 crops of 256x256 from photos never used in training, with the teacher's retouch as target."""
     inputs = crops(EVAL_PHOTOS, 100, SIZE, seed=2024)
     return Dataset(inputs=inputs, targets=with_teacher(inputs))
 
 
+@deterministic
 def calibration_set() -> Dataset:
     """16 crops from the training photos, for static int8 calibration."""
     return Dataset(inputs=crops(TRAIN_PHOTOS, 16, SIZE, seed=7))
