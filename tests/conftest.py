@@ -33,6 +33,27 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 os.environ.setdefault("TINYGATE_ROOT", "/")
 
 
+def pytest_configure(config):
+    """One artifact cache for every gate the tests run in a subprocess (unless a test gives its own): entries are
+    keyed by content and sealed, so a test that changes a model gets its own entries, and the float exports and
+    the bundled data sets are made once per run instead of once per test. Made by the controller, inherited by
+    the xdist workers through the environment."""
+    if "TINYGATE_TEST_CACHE" not in os.environ and not hasattr(config, "workerinput"):
+        import tempfile
+
+        config._tinygate_test_cache = tempfile.mkdtemp(prefix="tinygate-test-cache-")
+        os.environ["TINYGATE_TEST_CACHE"] = config._tinygate_test_cache
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_tinygate_test_cache", None)
+    if folder:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("TINYGATE_TEST_CACHE", None)
+
+
 @dataclass
 class GateRun:
     returncode: int
@@ -51,10 +72,15 @@ class GateRun:
 
 def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = None,
                  env: dict | None = None) -> GateRun:
-    """`pytest model_tests` on a config in a fresh process, with reports (and, unless given or named by
-    $TINYGATE_TEST_CACHE, as the soak benchmark does, the cache) in tmp_path."""
+    """`pytest model_tests` on a config in a fresh process, with reports in tmp_path, and the cache given, or the
+    run's shared one ($TINYGATE_TEST_CACHE); a run whose environment injects code (a plugin that breaks a step,
+    tampers with outputs) gets its own in tmp_path, so that what it builds never reaches another test."""
     reports = tmp_path / "reports"
-    cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-q",
+    if cache is None and env:
+        cache = tmp_path / "cache"
+    # -p no:hypothesispytest: the gate uses no Hypothesis, whose plugin imports it (0.8 s) at every run's end
+    cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-p",
+           "no:hypothesispytest", "-q",
            "--no-gate-strict",
            f"--gate-config={config}",
            f"--gate-cache-dir={cache or os.environ.get('TINYGATE_TEST_CACHE') or tmp_path / 'cache'}",

@@ -76,7 +76,8 @@ def gate(tmp_path, run_gate):
 
 @pytest.fixture(scope="module")
 def accepted_once(tmp_path_factory) -> Path:
-    """The digits config accepted as the baseline once per module (and worker): its reports and cache."""
+    """The digits config accepted as the baseline once per module (and worker): its reports (its artifacts are in
+    the run's shared cache)."""
     from conftest import gate_process
 
     root = tmp_path_factory.mktemp("accepted")
@@ -90,9 +91,8 @@ def accepted_once(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def accepted(accepted_once, tmp_path) -> Path:
-    """A copy of the accepted baseline (and the cache the accepting run filled) in this test's folder."""
-    for part in ("reports", "cache"):
-        shutil.copytree(accepted_once / part, tmp_path / part, symlinks=True)
+    """A copy of the accepted baseline in this test's folder."""
+    shutil.copytree(accepted_once / "reports", tmp_path / "reports", symlinks=True)
     return tmp_path / "reports" / "baseline"
 
 
