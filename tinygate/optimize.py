@@ -35,6 +35,7 @@ from tinygate.errors import GateError
 from tinygate.safety import time_limit
 
 PRUNE_RATES = (0.0, 0.3, 0.5, 0.7)
+FINETUNE_BITS = (4, 3, 2)  # palettization-aware fine-tuning: where plain palettization loses most
 PALETTE_BITS = (8, 6, 4, 2)  # 3 bits needs an iOS18 target
 SUBSET_SHARE = 0.25  # the first look at quality: a quarter of the evaluation set (at least 8 inputs)
 CLEARLY_OUT = 2.0  # on the subset, a drop past twice the limit (or an SQNR 6 dB under the floor) is not confirmed
@@ -99,10 +100,10 @@ def candidates(source_kind: str, calibrated: bool, backends: tuple[str, ...],
         tails += [("coreml", [{"step": "coreml"}, {"step": "coreml_int8", "granularity": g}])
                   for g in ("per_channel", "per_tensor")]
         tails += [("coreml", [{"step": "coreml"}, {"step": "coreml_palettize", "nbits": b}]) for b in PALETTE_BITS]
-        if calibrated and crop is not None:  # palettization-aware fine-tuning: 3 bits (iOS18) and 2 bits
+        if calibrated and crop is not None:  # palettization-aware fine-tuning: 4, 3 (iOS18) and 2 bits
             tails += [("coreml", [{"step": "finetune", "quantize": "palettize", "nbits": b, "crop": crop},
                                   {"step": "coreml", "target": "iOS18"}, {"step": "coreml_palettize", "nbits": b}])
-                      for b in (3, 2)]
+                      for b in FINETUNE_BITS]
     if source_kind == "torch" and "torch" in backends and calibrated:
         tails += [("torch", [{"step": "torch_int8"}])]
     rates = PRUNE_RATES if source_kind == "torch" else (0.0,)

@@ -11,6 +11,7 @@ Deterministic given `seed`: one thread, seeded batch order, deterministic algori
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +30,19 @@ def int8_per_channel(w: torch.Tensor) -> torch.Tensor:
     return torch.round(w / scale).clamp(-127, 127) * scale
 
 
-def palettized(w: torch.Tensor, nbits: int, mask: torch.Tensor | None = None, iterations: int = 12) -> torch.Tensor:
-    """w with each value replaced by the nearest of 2**nbits k-means centroids (1-D Lloyd from quantiles);
-    where a mask holds pruned zeros, one centroid is 0 and the zeros keep it."""
+def palettized(w: torch.Tensor, nbits: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """w with each value replaced by the nearest of 2**nbits k-means centroids, clustered as coremltools'
+    palettizer clusters (scikit-learn KMeans, k-means++, seed 0), so that fine-tuning starts where a plain
+    `coreml_palettize` ends; where a mask holds pruned zeros, one centroid is 0 and the zeros keep it."""
+    from sklearn.cluster import KMeans
+
     values = w.detach().flatten()
     live = values if mask is None else values[mask.flatten()]
     k = 2 ** nbits - (0 if mask is None else 1)
     if live.numel() <= k:
         return w
-    centroids = torch.quantile(live, torch.linspace(0, 1, k))
-    for _ in range(iterations):
-        nearest = (live[:, None] - centroids[None, :]).abs().argmin(1)
-        sums = torch.zeros(k).index_add_(0, nearest, live)
-        counts = torch.zeros(k).index_add_(0, nearest, torch.ones_like(live))
-        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+    fitted = KMeans(k, init="k-means++", tol=1e-2, n_init=1, random_state=0).fit(live.double().numpy()[:, None])
+    centroids = torch.from_numpy(fitted.cluster_centers_[:, 0]).to(w.dtype)
     if mask is not None:
         centroids = torch.cat([centroids, torch.zeros(1)])
     snapped = centroids[(values[:, None] - centroids[None, :]).abs().argmin(1)].view_as(w)
@@ -105,7 +105,11 @@ def finetune(src: Artifact, params: dict, ctx, out: Path) -> Path:
     with _deterministic(params["seed"]) as rng:
         optimizer = torch.optim.Adam(student.parameters(), lr=params["lr"])
         order: list[int] = []
-        for _ in range(params["steps"]):
+        batches = _whole(data)
+        with torch.no_grad():
+            wanted = [_outputs(teacher(*inputs)) for inputs in batches]
+        best = (_loss(student, batches, wanted), copy.deepcopy(student.state_dict()))
+        for step in range(1, params["steps"] + 1):
             if len(order) < params["batch"]:
                 order += [int(i) for i in rng.permutation(len(data))]
             rows, order = order[:params["batch"]], order[params["batch"]:]
@@ -117,11 +121,31 @@ def finetune(src: Artifact, params: dict, ctx, out: Path) -> Path:
                                                                            strict=True))
             loss.backward()
             optimizer.step()
+            if step % CHECK_EVERY == 0 or step == params["steps"]:  # keep the best on whole calibration inputs
+                whole = _loss(student, batches, wanted)
+                if whole < best[0]:
+                    best = (whole, copy.deepcopy(student.state_dict()))
+        student.load_state_dict(best[1])
         for m in layers:  # the weights saved as stored: snapped to the grid or look-up table
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     if not all(bool(torch.isfinite(p).all()) for p in student.parameters()):
         raise ValueError(f"fine-tuning diverged (non-finite weights): lower lr (now {params['lr']})")
     return save_torch(student, out)
+
+
+CHECK_EVERY = 50  # steps between evaluations of the whole calibration set
+
+
+def _whole(data) -> list[tuple[torch.Tensor, ...]]:
+    return [_batch(data, list(range(start, min(start + 8, len(data)))), 0, None) for start in range(0, len(data), 8)]
+
+
+def _loss(student, batches, targets) -> float:
+    """The distillation loss on every calibration input, whole (not cropped): training on small random windows
+    and batches is noisy, so the step keeps the weights that score best here (the starting ones included)."""
+    with torch.no_grad():
+        return sum(float(torch.nn.functional.mse_loss(y, t, reduction="sum")) for inputs, want in zip(
+            batches, targets, strict=True) for y, t in zip(_outputs(student(*inputs)), want, strict=True))
 
 
 def _batch(data, rows: list[int], crop: int, rng) -> tuple[torch.Tensor, ...]:
