@@ -165,12 +165,28 @@ def _quantized_weights(run: VariantRun) -> tuple[Check, Check]:
     from tinygate import quant_artifacts
     from tinygate.errors import GateError
 
-    def measure() -> tuple[Check, Check]:
-        v, art, weights = run.variant, run.artifact(), run.reference_weights()
+    def read(out) -> None:
+        import json
+
+        v, art = run.variant, run.artifact()
+        weights = run.reference_weights()
         tensors = quant_artifacts.read(art, weights)
         if not tensors:
             raise GateError(art.path, None, f"{v.id}: holds no quantized weight that matches a float weight")
-        checks = [quant_artifacts.check_best(t, weights[t.name]) for t in tensors]
+        (out / "tensors.json").write_text(json.dumps([asdict(quant_artifacts.check_best(t, weights[t.name]))
+                                                      for t in tensors], default=lambda x: x.item()))
+
+    def measure() -> tuple[Check, Check]:
+        import json
+
+        from tinygate.cache import key_of, tool_versions
+
+        v = run.variant
+        # cached by the artifact's and its chain's hashes: a warm run reads no package and loads no weights
+        entry = run.gate.cache.get_or_build(key_of(quantized_weights=[a.digest for a in run.chain()],
+                                                   tools=tool_versions("tinygate.quant_artifacts")), read)
+        checks = [quant_artifacts.TensorCheck(**{**t, "where": tuple(t["where"])})
+                  for t in json.loads((entry / "tensors.json").read_text())]
         worst = max(checks, key=lambda c: c.max_error / c.bound if c.bound > 0 else float("inf"))
         ratio = worst.max_error / worst.bound if worst.bound > 0 else float("inf")
         reason = "" if worst.within_bound else (
@@ -246,14 +262,27 @@ def came_int8(variant, model) -> bool:
 # -- Core ML packages, from their spec -----------------------------------------------------------------------
 
 def _coreml_spec(run: VariantRun):
+    import json
+
     from tinygate import coreml_spec as spec_of
+    from tinygate.cache import key_of, tool_versions
     from tinygate.errors import GateError
 
     art = run.artifact()
-    try:
-        return spec_of.describe(art.path)
-    except Exception as exc:
-        raise GateError(art.path, None, f"{run.variant.id}: does not load as a Core ML spec: {exc}") from None
+
+    def build(out):
+        try:
+            desc = spec_of.describe(art.path)
+        except Exception as exc:
+            raise GateError(art.path, None, f"{run.variant.id}: does not load as a Core ML spec: {exc}") from None
+        (out / "spec.json").write_text(json.dumps(asdict(desc)))
+
+    # cached by the package's hash: a warm run then never imports coremltools (3 s)
+    entry = run.gate.cache.get_or_build(key_of(coreml_spec=art.digest, tools=tool_versions("tinygate.coreml_spec")),
+                                        build)
+    doc = json.loads((entry / "spec.json").read_text())
+    return spec_of.CoreMLDescription(**{**doc, "inputs": {k: tuple(v) for k, v in doc["inputs"].items()},
+                                        "outputs": {k: tuple(v) for k, v in doc["outputs"].items()}})
 
 
 def coreml_program(run: VariantRun) -> list[Check]:
