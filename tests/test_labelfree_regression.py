@@ -67,18 +67,18 @@ def test_weight_noise_and_a_zeroed_layer_fail_a_label_free_model_and_a_clean_rer
     rng = np.random.default_rng(1)
 
     _weights(project, lambda k, w: w + rng.normal(0, 0.05 * w.std(), w.shape).astype(w.dtype))  # 5% noise
-    noisy = run_gate(config, "-m", "regression")
+    noisy = run_gate(config, "-m", "regression and not latency")
     assert noisy.returncode == 1, noisy.output[-3000:]
     line = noisy.line("faces-float: regressed against the baseline: the float model's outputs moved away")
     assert re.search(r"output '(score|embedding)': \d+ of 24 inputs under 60 dB", line), line
 
     _weights(project, lambda k, w: np.zeros_like(w) if k == "trunk.2.weight" else w)  # one convolution zeroed
-    zeroed = run_gate(config, "-m", "regression")
+    zeroed = run_gate(config, "-m", "regression and not latency")
     assert zeroed.returncode == 1, zeroed.output[-3000:]
     assert zeroed.lines("FAILED model_tests/test_regression.py::test_float_outputs_vs_baseline[faces-float]")
 
     _weights(project, lambda k, w: w)  # the clean weights again
-    clean = run_gate(config, "-m", "regression")
+    clean = run_gate(config, "-m", "regression and not latency")
     assert clean.returncode == 0, clean.output[-3000:]
     assert clean.lines("float_sqnr_vs_baseline") and clean.lines("fidelity_change_vs_baseline.score")
 
@@ -88,7 +88,7 @@ def test_a_variant_whose_fidelity_drops_fails_against_the_baseline(project, run_
     accepted = run_gate(config, "--gate-accept-baseline", "--reason", "fp16 release", "-m", "not latency")
     assert accepted.returncode == 0, accepted.output[-3000:]
     config.write_text(CONFIG.replace("STEPS", INT8))  # same variant name, a lossier recipe
-    worse = run_gate(config, "-m", "regression")
+    worse = run_gate(config, "-m", "regression and not latency")
     assert worse.returncode == 1, worse.output[-3000:]
     line = worse.line("faces-compact: regressed against the baseline: output SQNR vs the float model")
     assert re.search(r"output '(score|embedding)': mean change -[\d.]+ dB over 24 paired inputs", line), line
