@@ -47,7 +47,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_unchanged_bundled_weights_pass(tmp_path, run_gate):
-    run = run_gate(write(tmp_path, digits(size_kb=40)))
+    run = run_gate(write(tmp_path, digits(size_kb=40)), cache=tmp_path / "cache")  # cold: says what it builds
     assert run.returncode == 0, run.output
     assert run.lines("tinygate: digits-") and "building, step" in run.output  # a cold run says what it does
     assert "evaluating on 500 inputs" in run.output

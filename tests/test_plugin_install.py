@@ -146,9 +146,9 @@ def test_wheel_gates_a_users_repository(fresh_venv, tmp_path):
                  "budgets = { max_size_kb = 100 }\n\n[steps]\nscale_weights = \"my_steps:scale_weights\"\n")
 
     sub = proj / "models"  # a subfolder of the project
-    for command, cwd in zip(commands, (sub, proj), strict=True):  # `tinygate check` from a subfolder too
+    for command, cwd in ((c, d) for c in commands for d in (proj, sub)):  # from the root and a subfolder
         shutil.rmtree(proj / "reports" / "latest", ignore_errors=True)
-        ran = _run([*shlex.split(command), "-v"], cwd, env)
+        ran = _run([*shlex.split(command), "-v"], cwd, env)  # -v: the user's own test is named in the output
         assert ran.returncode == 0, f"{command} in {cwd}:\n{ran.output}"
         results = json.loads((proj / "reports" / "latest" / "results.json").read_text())
         gated = {c["model"] for c in results["checks"]}

@@ -125,7 +125,8 @@ def test_a_failing_run_cannot_become_the_baseline(gate, tmp_path):
 
 
 def test_perturbed_weights_fail_the_paired_accuracy_check(accepted, gate, tmp_path):
-    run = gate("-m", "regression and not latency", weights=_perturbed(tmp_path, 0.6, "noisy.safetensors"))  # 96.4% vs 98.4%
+    noisy = _perturbed(tmp_path, 0.6, "noisy.safetensors")  # 96.4% vs 98.4%
+    run = gate("-m", "regression and not latency", weights=noisy)
     assert run.returncode == 1
     line = run.line("digits-float: regressed against the baseline: accuracy_change_vs_baseline")
     assert "McNemar" in line and "turned wrong" in line

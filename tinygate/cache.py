@@ -168,12 +168,17 @@ class Cache:
         return self._trusted(key, self.root / key)
 
     def get_or_build(self, key: str, build: Callable[[Path], None],
-                     intact: Callable[[Path], bool] = lambda entry: True) -> Path:
+                     intact: Callable[[Path], bool] = lambda entry: True, optional: bool = False) -> Path:
         """The entry folder for `key`; `build(tmp_dir)` fills a fresh folder when it is absent, or when
-        `intact(entry)` says a stored entry was corrupted (it is then rebuilt)."""
+        `intact(entry)` says a stored entry was corrupted (it is then rebuilt). `optional`: a small entry that only
+        saves time; in a cache folder that is not writable it is built into a temporary folder instead."""
         entry = self.root / key
         if self._trusted(key, entry) and intact(entry):
             return entry
+        if optional and not os.access(self.root, os.W_OK):
+            tmp = Path(tempfile.mkdtemp(prefix="tinygate-"))
+            build(tmp)
+            return tmp
         if not os.access(self.root, os.W_OK):
             from tinygate.errors import GateError
 

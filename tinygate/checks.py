@@ -183,8 +183,10 @@ def _quantized_weights(run: VariantRun) -> tuple[Check, Check]:
 
         v = run.variant
         # cached by the artifact's and its chain's hashes: a warm run reads no package and loads no weights
-        entry = run.gate.cache.get_or_build(key_of(quantized_weights=[a.digest for a in run.chain()],
-                                                   tools=tool_versions("tinygate.quant_artifacts")), read)
+        key = key_of(quantized_weights=[a.digest for a in run.chain()],
+                     steps=[[st.name, st.params] for st in v.steps],
+                     tools=tool_versions("tinygate.quant_artifacts", "tinygate.gate", "tinygate.checks"))
+        entry = run.gate.cache.get_or_build(key, read, optional=True)
         checks = [quant_artifacts.TensorCheck(**{**t, "where": tuple(t["where"])})
                   for t in json.loads((entry / "tensors.json").read_text())]
         worst = max(checks, key=lambda c: c.max_error / c.bound if c.bound > 0 else float("inf"))
@@ -279,7 +281,7 @@ def _coreml_spec(run: VariantRun):
 
     # cached by the package's hash: a warm run then never imports coremltools (3 s)
     entry = run.gate.cache.get_or_build(key_of(coreml_spec=art.digest, tools=tool_versions("tinygate.coreml_spec")),
-                                        build)
+                                        build, optional=True)
     doc = json.loads((entry / "spec.json").read_text())
     return spec_of.CoreMLDescription(**{**doc, "inputs": {k: tuple(v) for k, v in doc["inputs"].items()},
                                         "outputs": {k: tuple(v) for k, v in doc["outputs"].items()}})

@@ -124,7 +124,7 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
     check_inputs(model, data)
     key = _score_key(art, model, data)
     if reference is not None and reference.digest != art.digest and not cache.has(key):
-        with contextlib.suppress(GateError):  # the float model failed: scored alone below, as before
+        with contextlib.suppress(Exception):  # the float model, or the comparison, failed: scored alone below
             _measure(art, reference, model, data, cache, threads, progress)
 
     def build(out: Path) -> None:
@@ -155,13 +155,14 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     return [fidelity_.OutputFidelity(**r) for r in json.loads((entry / "fidelity.json").read_text())]
 
 
-_reference_outputs: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # the float model's, once per process
+_reference_outputs: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # the last reference's (the float model's)
 
 
 def _float_outputs(reference: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
     """Every output of the float model on every sample (sample-major), computed once per process."""
     key = (reference.digest, data.digest())
     if key not in _reference_outputs:
+        _reference_outputs.clear()  # one set at a time: a baseline's or another reference's evicts the float model's
         with all_cores(threads) as n:
             run = runner_all(reference, n)
             _reference_outputs[key] = [run(*data.sample(i)) for i in range(len(data))]

@@ -130,7 +130,7 @@ def _stored(op: str, name: str, value: np.ndarray, dtype) -> np.ndarray:
         if value.dtype == np.float32:  # torch's conversion (the same rounding to nearest even) is vectorized
             import torch
 
-            return torch.from_numpy(np.ascontiguousarray(value)).half().numpy()
+            return torch.from_numpy(np.ascontiguousarray(value)).half().numpy().reshape(value.shape)
     return value.astype(dtype)
 
 
@@ -142,7 +142,7 @@ def _f(x: Any) -> np.ndarray:
     if x.dtype == np.float16 and x.size > 4096:  # torch converts a large fp16 tensor several times faster
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(x)).float().numpy()
+        return torch.from_numpy(np.ascontiguousarray(x)).float().numpy().reshape(x.shape)
     return x.astype(np.float32) if x.dtype.kind == "f" else x
 
 

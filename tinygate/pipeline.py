@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import sys
 import types
 import warnings
@@ -136,7 +137,9 @@ def _stored_data(store: Cache, spec: DataSpec, where: str, project: Path | None)
     files = [Path(module.__file__), *(user_modules(module, project) if project else [])]
     files += [f for f in tinygate_sources(files) if f not in files]
     key = key_of(kind="data", source=spec.source, files=[digest_path(f) for f in files],
-                 tools=tool_versions("tinygate.pipeline"))
+                 inputs=[list(spec.input_names), spec.sole_input], tools=tool_versions("tinygate.pipeline"))
+    if not store.has(key) and not os.access(store.root, os.W_OK):
+        return None  # a read-only cache without it: called as any source is
 
     def build(tmp: Path) -> None:
         data = load_data(spec, where)

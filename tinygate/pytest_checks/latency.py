@@ -72,10 +72,8 @@ def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_th
     benchmark.group = variant.model
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
     rounds = _rounds(variant, run, xs, pytestconfig.getoption("--gate-latency-rounds"))
-    budgeted = bool({"max_p50_ms", "max_p95_ms", "max_memory_growth_mb"} & set(variant.budgets))
     before = latency.rss_mb()
-    # a figure (no budget) warms up with 2 calls, as test_speedup does; a budget with 5
-    benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=5 if budgeted else 2, iterations=1)
+    benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=5, iterations=1)
     if benchmark.stats is None and pytestconfig.getoption("benchmark_disable"):
         _no_timing(variant_run, "max_p50_ms")
     # pytest-benchmark turns itself off under pytest-xdist; this test holds the machine alone there (the plugin's

@@ -41,7 +41,10 @@ def palettized(w: torch.Tensor, nbits: int, mask: torch.Tensor | None = None) ->
     k = 2 ** nbits - (0 if mask is None else 1)
     if live.numel() <= k:
         return w
-    fitted = KMeans(k, init="k-means++", tol=1e-2, n_init=1, random_state=0).fit(live.double().numpy()[:, None])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one thread: the same sums in the same order on every machine
+        fitted = KMeans(k, init="k-means++", tol=1e-2, n_init=1, random_state=0).fit(live.double().numpy()[:, None])
     centroids = torch.from_numpy(fitted.cluster_centers_[:, 0]).to(w.dtype)
     if mask is not None:
         centroids = torch.cat([centroids, torch.zeros(1)])
