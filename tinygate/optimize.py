@@ -420,7 +420,7 @@ def write_variant(config_path: Path, model: str, p: Point, want: Constraints, ta
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a model of the config, by name")
-    p.add_argument("--config", type=Path, default=Path("gate.toml"))
+    p.add_argument("--config", type=Path, help="the gate config (default: the nearest gate.toml above here)")
     p.add_argument("--max-size-kb", type=float)
     p.add_argument("--max-transfer-kb", type=float)
     p.add_argument("--max-drop", type=float, help="quality below the float model: PSNR dB (image), accuracy points "
@@ -439,7 +439,9 @@ def main_args(args: argparse.Namespace) -> int:
     want = Constraints(args.max_size_kb, args.max_transfer_kb, args.max_drop, args.min_sqnr_db, backends)
     if all(v is None for v in (want.max_size_kb, want.max_transfer_kb, want.max_drop, want.min_sqnr_db)):
         raise GateError("tinygate optimize", None, "give at least one constraint (--max-size-kb, --max-drop, ...)")
-    config_path = args.config.resolve()
+    from tinygate.cli import find_config
+
+    config_path = find_config(args.config)
     start = time.monotonic()
     points, floats = search(config_path, args.model, want, args.max_minutes, objective=args.objective)
     task = load(config_path).models[args.model].task
