@@ -23,9 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 MEASURE = """
 import json, resource, subprocess, sys, time
 start = time.perf_counter()
-code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-print(json.dumps({"returncode": code, "seconds": time.perf_counter() - start,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+run = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+tail = [] if run.returncode == 0 else [l for l in (run.stdout + run.stderr).splitlines()
+                                       if l.startswith(("FAILED", "ERROR", "E  "))][-20:]
+print(json.dumps({"returncode": run.returncode, "seconds": time.perf_counter() - start,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, "failures": tail}))
 """
 
 
@@ -58,6 +60,8 @@ def main() -> int:
         print(f"{name:<22} {value:>10}  {target:<11} {'yes' if met else 'NO'}")
     if failed:
         print(f"gate runs that did not pass: {', '.join(failed)}")
+        for name in failed:
+            print(f"{name}:", *runs[name]["failures"], sep="\n  ")
     out = REPO / "reports" / "latest"
     out.mkdir(parents=True, exist_ok=True)
     (out / "gate_speed.json").write_text(json.dumps({"runs": runs, "targets_met": {r[0]: r[3] for r in rows}},
