@@ -147,11 +147,9 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     import json
 
     check_inputs(model, data)
-    key = _fidelity_key(art, reference, model, data)
-    if not cache.has(key):
-        _measure(art, reference, model, data, cache, threads, progress)
-    entry = cache.get_or_build(key, lambda out: _measure(art, reference, model, data, cache, threads, progress,
-                                                         fidelity_out=out))
+    entry = cache.get_or_build(_fidelity_key(art, reference, model, data),
+                               lambda out: _measure(art, reference, model, data, cache, threads, progress,
+                                                    fidelity_out=out))
     return [fidelity_.OutputFidelity(**r) for r in json.loads((entry / "fidelity.json").read_text())]
 
 
@@ -159,7 +157,8 @@ _reference_outputs: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # the la
 
 
 def _float_outputs(reference: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
-    """Every output of the float model on every sample (sample-major), computed once per process."""
+    """Every output of the reference (the float model) on every sample, sample-major; the last reference's are
+    kept for the process (78 MB for tinybeauty), so each variant's pass reuses them."""
     key = (reference.digest, data.digest())
     if key not in _reference_outputs:
         _reference_outputs.clear()  # one set at a time: a baseline's or another reference's evicts the float model's
@@ -173,9 +172,9 @@ def _measure(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
              progress: Callable[[str], None] | None, fidelity_out: Path | None = None) -> None:
     """One pass of the artifact over the evaluation inputs that fills both cache entries: its fidelity to the
     float model and (when they can be scored) its scores. A cold run used to run each variant twice and the float
-    model once more per variant. The float model's outputs are kept for the process (one set per model and data
-    set: 78 MB for tinybeauty). Writes the fidelity into `fidelity_out` when given (a cache build), else through
-    the cache; scores that cannot be computed (NaN, no targets) are left to score(), which says why."""
+    model once more per variant. Writes the fidelity into `fidelity_out` when given (fidelity()'s cache build),
+    else through the cache; scores that cannot be computed (NaN, no targets) are left to score(), which says
+    why."""
     import json
 
     if progress is not None:

@@ -150,7 +150,7 @@ def _stored_data(store: Cache, spec: DataSpec, where: str, project: Path | None)
 
     entry = store.get_or_build(key, build, intact=lambda e: (e / "inputs.npy").is_file())
     read = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in entry.glob("*.npy")}
-    more = tuple(read[f"more{i}"] for i in range(len([k for k in read if k.startswith("more")])))
+    more = tuple(read[f"more{i}"] for i in range(sum(k.startswith("more") for k in read)))
     return Dataset(*(read.get(n) for n in _ARRAYS), more_inputs=more)
 
 

@@ -6,7 +6,8 @@ zero. Quantization-aware forms use each Conv / Linear weight as the later step w
 `quantize = "int8"` on the symmetric per-channel grid, gradients straight through the rounding;
 `quantize = "palettize"` as a look-up table of 2**nbits values per tensor, whose entries are learned on
 assignments fixed by an initial k-means (a `coreml_palettize` with the same nbits then stores it exactly).
-Deterministic given `seed`: one thread, seeded batch order, deterministic algorithms."""
+Every CHECK_EVERY steps the loss on the whole calibration set is measured and the best weights are kept (the
+starting ones included). Deterministic given `seed`: one thread, seeded batch order, deterministic algorithms."""
 
 from __future__ import annotations
 
@@ -120,8 +121,7 @@ def finetune(src: Artifact, params: dict, ctx, out: Path) -> Path:
             with torch.no_grad():
                 targets = _outputs(teacher(*inputs))
             optimizer.zero_grad()
-            loss = sum(torch.nn.functional.mse_loss(y, t) for y, t in zip(_outputs(student(*inputs)), targets,
-                                                                           strict=True))
+            loss = _mse(student(*inputs), targets, "mean")
             loss.backward()
             optimizer.step()
             if step % CHECK_EVERY == 0 or step == params["steps"]:  # keep the best on whole calibration inputs
@@ -147,8 +147,13 @@ def _loss(student, batches, targets) -> float:
     """The distillation loss on every calibration input, whole (not cropped): training on small random windows
     and batches is noisy, so the step keeps the weights that score best here (the starting ones included)."""
     with torch.no_grad():
-        return sum(float(torch.nn.functional.mse_loss(y, t, reduction="sum")) for inputs, want in zip(
-            batches, targets, strict=True) for y, t in zip(_outputs(student(*inputs)), want, strict=True))
+        return sum(float(_mse(student(*inputs), want, "sum")) for inputs, want in zip(batches, targets, strict=True))
+
+
+def _mse(y, targets: tuple[torch.Tensor, ...], reduction: str) -> torch.Tensor:
+    """The distillation loss: squared error of every output against the float model's, summed over outputs."""
+    return sum(torch.nn.functional.mse_loss(o, t, reduction=reduction)
+               for o, t in zip(_outputs(y), targets, strict=True))
 
 
 def _batch(data, rows: list[int], crop: int, rng) -> tuple[torch.Tensor, ...]:
