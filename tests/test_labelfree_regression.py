@@ -93,3 +93,17 @@ def test_a_variant_whose_fidelity_drops_fails_against_the_baseline(project, run_
     line = worse.line("faces-compact: regressed against the baseline: output SQNR vs the float model")
     assert re.search(r"output '(score|embedding)': mean change -[\d.]+ dB over 24 paired inputs", line), line
     assert not worse.lines("FAILED model_tests/test_regression.py::test_float_outputs_vs_baseline")
+
+
+def test_a_web_variants_fidelity_is_paired_with_its_baseline_measured_in_the_browser(project, run_gate):
+    """The browser's per-input fidelity is paired with the baseline's, measured in the browser too (until
+    2026-12-06 every run refused it as measured on another backend, so a web variant had no fidelity guard)."""
+    config = project / "gate.toml"
+    config.write_text(config.read_text().replace("[models.faces.variants.compact]\n",
+                                                 '[models.faces.variants.compact]\nruntime = "web"\n'))
+    accepted = run_gate(config, "--gate-accept-baseline", "--reason", "first release", "-m", "not latency")
+    assert accepted.returncode == 0, accepted.output[-3000:]
+    again = run_gate(config, "-m", "regression and not latency", "-k", "fidelity_vs_baseline", "-rA")
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.lines("PASSED model_tests/test_regression.py::test_fidelity_vs_baseline[faces-compact]"), \
+        again.output[-3000:]

@@ -188,7 +188,8 @@ class Browser:
         self._kept = 0
         self._crashed = False
         self._io: dict[str, tuple] = {}  # model digest -> (input names and types, output names and shapes)
-        self.version = ""
+        self.version = ""  # onnxruntime-web's
+        self.chromium = ""
 
     def __enter__(self) -> Browser:
         problem = missing()
@@ -231,6 +232,7 @@ class Browser:
         self.page.goto(f"http://{self._server.host}{page}")
         self.page.wait_for_function("window.tinygateReady === true", timeout=START_SECONDS * 1000)
         self.version = self.page.evaluate("window.tinygate.version")
+        self.chromium = self._browser.version
         self._warm()
 
     def _warm(self) -> None:

@@ -42,10 +42,12 @@ def matches(profile: dict[str, object]) -> bool:
     return "cpu_count" not in profile or profile["cpu_count"] == here["cpu_count"]
 
 
-def interleaved(first: Callable[[], object], second: Callable[[], object], rounds: int,
-                warmup: int) -> tuple[np.ndarray, np.ndarray]:
+def interleaved(first: Callable[[], object], second: Callable[[], object], rounds: int, warmup: int,
+                enough: Callable[[np.ndarray, np.ndarray], bool] | None = None,
+                least: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Per-round times (seconds) of two callables run alternately, the order flipping every round, so that
-    drift in the machine's speed hits both alike."""
+    drift in the machine's speed hits both alike. With `enough(a, b)`, it stops early, after `least` rounds at
+    the soonest, once that says the times so far settle what they are for."""
     for _ in range(warmup):
         first(), second()
     a, b = np.empty(rounds), np.empty(rounds)
@@ -55,6 +57,8 @@ def interleaved(first: Callable[[], object], second: Callable[[], object], round
             start = time.perf_counter()
             fn()
             store[i] = time.perf_counter() - start
+        if enough is not None and i + 1 >= least and enough(a[:i + 1], b[:i + 1]):
+            return a[:i + 1], b[:i + 1]
     return a, b
 
 

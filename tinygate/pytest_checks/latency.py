@@ -27,16 +27,19 @@ def _timing(variant_run, timed_runner, rounds: int, found: tuple | None = None) 
 FIGURE_SECONDS = 0.5  # how long a variant with no latency budget is timed: its p50 is a figure, not a verdict
 
 
-def _rounds(variant, run, xs, rounds: int, least: int = 10) -> int:
-    """--gate-latency-rounds for a variant with a latency budget; else as many as fit in FIGURE_SECONDS (at least
-    `least`, at most that many), estimated from one call."""
-    if {"max_p50_ms", "max_p95_ms", "max_memory_growth_mb"} & set(variant.budgets):
+TIMING_BUDGETS = {"max_p50_ms", "max_p95_ms", "max_memory_growth_mb"}
+
+
+def _rounds(variant, run, xs, rounds: int) -> int:
+    """--gate-latency-rounds for a variant with a latency budget; else as many as fit in FIGURE_SECONDS (5 at
+    least, at most that many), estimated from one call."""
+    if TIMING_BUDGETS & set(variant.budgets):
         return rounds
     import time
 
     start = time.perf_counter()
     run(*xs)
-    return min(rounds, max(least, int(FIGURE_SECONDS / max(time.perf_counter() - start, 1e-9))))
+    return min(rounds, max(5, int(FIGURE_SECONDS / max(time.perf_counter() - start, 1e-9))))
 
 
 def _no_timing(variant_run, key: str) -> None:
@@ -73,7 +76,8 @@ def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_th
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
     rounds = _rounds(variant, run, xs, pytestconfig.getoption("--gate-latency-rounds"))
     before = latency.rss_mb()
-    benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=5, iterations=1)
+    warmup = 5 if TIMING_BUDGETS & set(variant.budgets) else 2  # a figure's: the first calls are the slow ones
+    benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=warmup, iterations=1)
     if benchmark.stats is None and pytestconfig.getoption("benchmark_disable"):
         _no_timing(variant_run, "max_p50_ms")
     # pytest-benchmark turns itself off under pytest-xdist; this test holds the machine alone there (the plugin's
@@ -113,7 +117,7 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
     """Times the variant and the model it was made from (the float variant, or `speedup_reference`) alternately in
     this process, so both see the same machine, budget or not: the speedup is in every report, a variant clearly
     slower than its float model is flagged in the summary, and `min_speedup` is held where it is set (with the
-    full rounds; a figure alone takes 6 to 10)."""
+    full rounds; a figure alone takes 3 to 10)."""
     run, xs = timed_runner
     reference = gate.config.models[variant.model].variants[variant.speedup_reference]
     ref_art = measured(gate.variant(reference).artifact)
@@ -127,16 +131,25 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
     budgeted = "min_speedup" in variant.budgets
     if pytestconfig.getoption("benchmark_disable"):
         _no_timing(gate.variant(variant), "min_speedup")
-    rounds = pytestconfig.getoption("--gate-latency-rounds")
-    if not budgeted:  # a figure: as many rounds of both as fit in FIGURE_SECONDS, 6 to 10
-        rounds = _rounds(variant, lambda *a: (ref_run(*a), run(*a)), xs, min(rounds, 10), least=6)
-    ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs), rounds=rounds,
-                                           warmup=5 if budgeted else 2)
+    slower = 1 / (1 + gate.config.regression.slowdown_pct / 100)
+    if budgeted:
+        ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs),
+                                               rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5)
+    else:  # a figure: 3 to 10 rounds, until FIGURE_SECONDS are spent and every round's speedup is on the same side
+        # of the slowdown flag's threshold (a model 10x slower is settled in 3 rounds; one near the line gets 10)
+        import time
+
+        until = time.perf_counter() + FIGURE_SECONDS
+
+        def enough(ref, new) -> bool:
+            speedups = ref / new
+            return time.perf_counter() >= until and (speedups.max() < slower or speedups.min() >= slower)
+        ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs), rounds=10, warmup=1,
+                                               enough=enough)
     speedup = float(np.median(ref_times) / np.median(times))
     note = (f"median {1000 * np.median(times):.3g} ms vs {reference.name} {1000 * np.median(ref_times):.3g} ms, "
             f"{len(times)} interleaved rounds, {gate_threads} thread(s)")
     gate_recorder.figure(variant.id, speedup=speedup, speedup_reference=reference.name)
-    slower = 1 / (1 + gate.config.regression.slowdown_pct / 100)
     if speedup < slower and np.median(ref_times) >= 1e-3:  # under a millisecond, overhead and the timer decide
         why = why_slow(art.path) if (art := gate.variant(variant).artifact()).kind == "onnx" else None
         gate_recorder.note(f"{variant.id} is slower than {reference.id}, the model it was made from: {speedup:.2f}x "

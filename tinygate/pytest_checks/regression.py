@@ -102,7 +102,8 @@ def test_fidelity_vs_baseline(variant, variant_run, gate, gate_baseline, variant
     from tinygate.regression import worse_by
 
     results = measured(variant_run.fidelity)
-    backend = backend_name(variant.kind)
+    art = measured(variant_run.artifact)
+    backend = backend_name(art.kind, art.meta)  # a web variant's meta names its runtime
     if variant_baseline.get("measured_on", backend) != backend:
         unmeasurable(request, variant_run, [], f"{variant.id}: refused: the baseline's fidelity was measured on "
                                                f"the {variant_baseline['measured_on']}, today's on the {backend}")
