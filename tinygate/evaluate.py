@@ -17,7 +17,7 @@ import numpy as np
 
 from tinygate import fidelity as fidelity_
 from tinygate import metrics
-from tinygate.artifacts import Artifact, backend_name, runner, runner_all
+from tinygate.artifacts import Artifact, backend_name, runner_all
 from tinygate.cache import Cache, key_of, tool_versions
 from tinygate.config import Model
 from tinygate.data import Dataset
@@ -61,19 +61,23 @@ def all_cores(threads: int):
             torch.set_num_threads(before if before is not None else threads)
 
 
+def per_sample(art: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
+    """Every output of the artifact on each sample, sample-major (the browser takes them in pipelined chunks)."""
+    with all_cores(threads) as n:
+        run = runner_all(art, n)
+        if hasattr(run, "many"):
+            return run.many([data.sample(i) for i in range(len(data))])
+        return [run(*data.sample(i)) for i in range(len(data))]
+
+
 def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
     """The artifact's first output on every sample, concatenated along the batch."""
-    with all_cores(threads) as n:
-        run = runner(art, n)
-        return np.concatenate([run(*data.sample(i)) for i in range(len(data))])
+    return np.concatenate([outs[0] for outs in per_sample(art, data, threads)])
 
 
 def outputs_all(art: Artifact, data: Dataset, threads: int) -> list[np.ndarray]:
     """Every output of the artifact on every sample, each concatenated along the batch, in output order."""
-    with all_cores(threads) as n:
-        run = runner_all(art, n)
-        per_sample = [run(*data.sample(i)) for i in range(len(data))]
-    return [np.concatenate(outs) for outs in zip(*per_sample, strict=True)]
+    return [np.concatenate(outs) for outs in zip(*per_sample(art, data, threads), strict=True)]
 
 
 def check_inputs(model: Model, data: Dataset) -> None:
@@ -180,9 +184,7 @@ def _measure(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     if progress is not None:
         progress(f"evaluating on {len(data)} inputs and comparing with the float model "
                  f"({backend_name(art.kind, art.meta)})")
-    with all_cores(threads) as n:  # the variant first: its own failure is the one to report
-        run = runner_all(art, n)
-        outputs = [run(*data.sample(i)) for i in range(len(data))]
+    outputs = per_sample(art, data, threads)  # the variant first: its own failure is the one to report
     if progress is not None and (reference.digest, data.digest()) not in _reference_outputs:
         progress(f"running the float model on {len(data)} inputs ({backend_name(reference.kind, reference.meta)})")
     refs = _float_outputs(reference, data, threads)
