@@ -132,9 +132,16 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
     if pytestconfig.getoption("benchmark_disable"):
         _no_timing(gate.variant(variant), "min_speedup")
     slower = 1 / (1 + gate.config.regression.slowdown_pct / 100)
-    if budgeted:
+    if budgeted:  # --gate-latency-rounds, or 10 at least when every round so far is 10% clear of the floor on the
+        # same side (the sign test's p is then 0.001: the remaining rounds cannot move the median across it)
+        floor = float(variant.budgets["min_speedup"])
+
+        def settled(ref, new) -> bool:
+            speedups = ref / new
+            return speedups.min() >= 1.1 * floor or speedups.max() < floor / 1.1
         ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs),
-                                               rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5)
+                                               rounds=pytestconfig.getoption("--gate-latency-rounds"), warmup=5,
+                                               enough=settled, least=10)
     else:  # a figure: 3 to 10 rounds, until FIGURE_SECONDS are spent and every round's speedup is on the same side
         # of the slowdown flag's threshold (a model 10x slower is settled in 3 rounds; one near the line gets 10)
         import time
