@@ -42,7 +42,9 @@ def pytest_configure(config):
     keyed by content and sealed, so a test that changes a model gets its own entries, and the float exports and
     the bundled data sets are made once per run instead of once per test. Made by the controller, inherited by
     the xdist workers through the environment."""
-    if "TINYGATE_TEST_CACHE" not in os.environ and not hasattr(config, "workerinput"):
+    if os.environ.get("TINYGATE_TEST_CACHE"):  # given (CI gives the gate's own, so the gate reads what they built)
+        os.environ["TINYGATE_TEST_CACHE"] = str(Path(os.environ["TINYGATE_TEST_CACHE"]).resolve())
+    elif not hasattr(config, "workerinput"):
         config._tinygate_test_cache = tempfile.mkdtemp(prefix="tinygate-test-cache-")
         os.environ["TINYGATE_TEST_CACHE"] = config._tinygate_test_cache
 
