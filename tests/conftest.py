@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -77,7 +76,8 @@ class GateRun:
 
 def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = None,
                  env: dict | None = None) -> GateRun:
-    """`pytest model_tests` on a config in a fresh process, with reports in tmp_path, and the cache given, or the
+    """`pytest model_tests` on a config in a process of its own (forked by tests/zygote.py, or a new interpreter
+    where the environment sets PYTHON* variables), with reports in tmp_path, and the cache given, or the
     run's shared one ($TINYGATE_TEST_CACHE); a run whose environment injects code (a plugin that breaks a step,
     tampers with outputs) gets its own in tmp_path, so that what it builds never reaches another test."""
     reports = tmp_path / "reports"
@@ -122,20 +122,19 @@ class _Zygote:
                 clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
                 self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "zygote.py")], cwd=REPO,
                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=clean)
-            request = {"args": args, "cwd": str(cwd), "env": env, "output": str(output)}
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-            pid = json.loads(self._line())["pid"]
-            expired = threading.Event()
-            timer = threading.Timer(timeout, lambda: (expired.set(), os.kill(pid, signal.SIGKILL)))
-            timer.start()
+            request = {"args": args, "cwd": str(cwd), "env": env, "output": str(output), "timeout": timeout}
             try:
-                returncode = json.loads(self._line())["rc"]
-            finally:
-                timer.cancel()
-            if expired.is_set():
+                self.proc.stdin.write(json.dumps(request) + "\n")
+                self.proc.stdin.flush()
+                reply = json.loads(self._line())
+            except BaseException:  # interrupted mid-run: the server's next line would answer this request
+                self.proc.kill()
+                self.proc.wait()
+                self.proc = None
+                raise
+            if reply["timed_out"]:
                 raise subprocess.TimeoutExpired(args, timeout)
-            return returncode
+            return reply["rc"]
 
     def close(self) -> None:
         if self.proc is not None:
@@ -156,7 +155,7 @@ _zygote = _Zygote()
 
 @pytest.fixture
 def run_gate(tmp_path: Path):
-    """Run `pytest model_tests` on a given gate config in a fresh process, with its own reports folder."""
+    """Run `pytest model_tests` on a given gate config in a process of its own, with its own reports folder."""
     def run(config: Path, *args: str, cache: Path | None = None, env: dict | None = None) -> GateRun:
         return gate_process(tmp_path, config, *args, cache=cache, env=env)
     return run

@@ -172,3 +172,40 @@ def test_a_model_that_never_ends_in_the_browser_is_stopped_at_the_call_limit(tmp
     line = run.line("ran past 3 s in the browser and was stopped (--gate-max-call-seconds)")
     assert "forever.onnx: ort-web-wasm" in line
 
+
+
+def forever_after_the_first(path) -> None:
+    """A model whose Loop runs max(x) * 10^15 times: instant on an input of zeros, endless on one of ones."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph([helper.make_node("Identity", ["cond"], ["cond_out"]),
+                              helper.make_node("Add", ["acc", "acc"], ["acc_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("acc", TensorProto.FLOAT, [1, 8, 32, 32])],
+                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 8, 32, 32])])
+    nodes = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+             helper.make_node("Mul", ["top", "big"], ["trips"]),
+             helper.make_node("Cast", ["trips"], ["n"], to=TensorProto.INT64),
+             helper.make_node("Loop", ["n", "yes", "x"], ["y"], body=body)]
+    graph = helper.make_graph(nodes, "later", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+                              [helper.make_tensor("big", TensorProto.FLOAT, [], [1e15]),
+                               helper.make_tensor("yes", TensorProto.BOOL, [], [True])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+
+
+def test_a_model_that_never_ends_on_a_later_input_is_stopped_at_the_limit_of_one_call(tmp_path, run_gate):
+    """The browser takes the evaluation inputs ten to a page call; the limit still holds for each inference: a model
+    instant on the first input and endless on the second is stopped 3 s into the second, not 30."""
+    (tmp_path / "gate.toml").write_text(config(tmp_path, {"later": {"depth": 1, "budgets": "{}"}}))
+    np.savez(tmp_path / "eval.npz", inputs=np.stack([np.zeros((8, 32, 32), np.float32)] + [np.ones((8, 32, 32),
+                                                                                                   np.float32)] * 3))
+    forever_after_the_first(tmp_path / "later.onnx")
+    run = run_gate(tmp_path / "gate.toml", "-k", "matches_onnxruntime", "--gate-max-call-seconds=3", "--durations=1")
+    assert run.returncode == 1, run.output
+    assert run.line("ran past 3 s in the browser and was stopped (--gate-max-call-seconds)")
+    took = float(run.line("s call     model_tests/test_web.py::test_web_matches_onnxruntime").split("s")[0])
+    assert took < 20, run.output

@@ -5,13 +5,16 @@ The tests run about 150 gates; started afresh, each paid those imports again. A 
 same: its own environment, working folder, output and pytest session; no user module is ever imported here.
 Runs whose environment must reach the interpreter's start (PYTHONPATH, a plugin) still start a new one.
 
-Protocol, one JSON line each way: {"args", "cwd", "env", "output"} in on stdin; {"pid"} and then {"rc"} out.
+Protocol, one JSON line each way: {"args", "cwd", "env", "output", "timeout"} in on stdin; {"rc", "timed_out"} out (a
+run past its timeout is killed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import sys
 
 # Not tinygate, pytest-benchmark or xdist: pytest rewrites the asserts of its plugins' packages at import, and warns
@@ -39,11 +42,16 @@ def _child(request: dict) -> None:
         import pytest
 
         rc = int(pytest.main(request["args"]))
+    except SystemExit as exc:
+        rc = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - the child must never return into the server's loop
         import traceback
 
         traceback.print_exc()
     finally:
+        import atexit
+
+        atexit._run_exitfuncs()  # what an interpreter's exit runs: the browser's close, pytest's cleanups
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)
@@ -61,9 +69,13 @@ def main() -> None:
         if pid == 0:
             channel.close()
             _child(request)
-        channel.write(json.dumps({"pid": pid}) + "\n")
+        handle = os.pidfd_open(pid)
+        ended = select.select([handle], [], [], request["timeout"])[0]
+        os.close(handle)
+        if not ended:
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
-        channel.write(json.dumps({"rc": os.waitstatus_to_exitcode(status)}) + "\n")
+        channel.write(json.dumps({"rc": os.waitstatus_to_exitcode(status), "timed_out": not ended}) + "\n")
 
 
 if __name__ == "__main__":

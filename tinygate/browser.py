@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +191,7 @@ class Browser:
         self._crashed = False
         self._io: dict[str, tuple] = {}  # model digest -> (input names and types, output names and shapes)
         self.version = ""  # onnxruntime-web's
+        self._progress: Callable[[], None] | None = None  # restarts the running call's time limit
         self.chromium = ""
 
     def __enter__(self) -> Browser:
@@ -229,6 +231,8 @@ class Browser:
         cdp.detach()
         self._profile = _profile_of(self._pid)  # Playwright's own, left behind when Chromium is killed
         self.page = self._browser.new_page()
+        # the page says when each inference of a chunk ends: the time limit starts afresh for the next (_evaluate)
+        self.page.expose_function("tinygateProgress", lambda: self._progress and self._progress())
         self.page.on("crash", lambda _: setattr(self, "_crashed", True))
         self.page.goto(f"http://{self._server.host}{page}")
         self.page.wait_for_function("window.tinygateReady === true", timeout=START_SECONDS * 1000)
@@ -277,18 +281,26 @@ class Browser:
     def _evaluate(self, script: str, arg, what: str, calls: int = 1, limit: float | None = None):
         """page.evaluate under --gate-max-call-seconds per inference it makes (`calls`), or `limit` seconds: past it
         the browser is killed (a model looping in WebAssembly cannot be interrupted otherwise), a GateError names the
-        limit, and the next check starts a fresh browser."""
+        limit, and the next check starts a fresh browser. A page function that runs several inferences and calls
+        tinygateProgress() after each (run) gets the limit afresh for each one."""
+        import time
+
         from tinygate.safety import max_call_seconds
 
-        limit = limit if limit is not None else max_call_seconds() * calls
-        fired = threading.Event()
+        each = max_call_seconds()
+        limit = limit if limit is not None else each * calls
+        fired, done = threading.Event(), threading.Event()
+        deadline = [time.monotonic() + limit]
 
-        def stop() -> None:
-            fired.set()
-            self._kill()
-
-        timer = threading.Timer(limit, stop)
-        timer.start()
+        def watch() -> None:
+            while not done.wait(max(0.01, min(0.25, deadline[0] - time.monotonic()))):
+                if time.monotonic() >= deadline[0]:
+                    fired.set()
+                    self._kill()
+                    return
+        self._progress = lambda: deadline.__setitem__(0, time.monotonic() + each)
+        watchdog = threading.Thread(target=watch, daemon=True)
+        watchdog.start()
         try:
             return self.page.evaluate(script, arg)
         except Exception:
@@ -298,7 +310,8 @@ class Browser:
                                 ) from None
             raise
         finally:
-            timer.cancel()
+            done.set()
+            self._progress = None
 
     def load(self, model: Path, digest: str) -> dict:
         """Serve the model and create a session from it in the page (a fresh one, its creation timed), releasing
@@ -339,7 +352,8 @@ class Browser:
                 raise GateError(model, f"input {i.name}", f"is {kind}; the web backend feeds float32 inputs only")
         return [i.name for i in graph.input if i.name not in weights]
 
-    CHUNK = 10  # inputs per page call: fetched as one body, their outputs posted back as one
+    CHUNK = 10  # inputs per page call: fetched as one body, their outputs posted back as one ...
+    CHUNK_BYTES = 64 << 20  # ... fewer where the outputs of one input are large (the page holds a chunk's)
 
     def run(self, model: Path, digest: str, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list[np.ndarray]:
         """Every output of the model on one set of inputs, computed in the page (once per process for the same
@@ -354,15 +368,17 @@ class Browser:
                                                  for x in xs)).hexdigest()) for xs in samples]
         found = [self._outputs.get(key) for key in keys]
         todo = [i for i, arrays in enumerate(found) if arrays is None]
-        # the first alone: a model that never ends is stopped at --gate-max-call-seconds, not CHUNK times it
-        for chunk in [todo[:1]] * bool(todo) + [todo[start:start + self.CHUNK] for start in range(1, len(todo),
-                                                                                                 self.CHUNK)]:
-            for i, arrays in zip(chunk, self._run(model, digest, [samples[i] for i in chunk], names), strict=True):
+        at, chunk = 0, 1  # the first alone: its outputs' size sets how many more go in one page call
+        while at < len(todo):
+            batch = todo[at:at + chunk]
+            for i, arrays in zip(batch, self._run(model, digest, [samples[i] for i in batch], names), strict=True):
                 found[i] = arrays
                 size = sum(a.nbytes for a in arrays)
+                chunk = max(1, min(self.CHUNK, self.CHUNK_BYTES // max(size, 1)))
                 if self._kept + size <= self.KEEP_BYTES:
                     self._kept += size
                     self._outputs[keys[i]] = arrays
+            at += len(batch)
         return [[a.copy() for a in arrays] for arrays in found]
 
     def _run(self, model: Path, digest: str, samples: list[tuple[np.ndarray, ...]],
@@ -373,13 +389,13 @@ class Browser:
         # 8 bytes an element, as int64 outputs are said too; an output of unknown shape: up to 2 GB
         sizes = [8 * int(np.prod(shape)) if shape and all(d > 0 for d in shape) else 1 << 31
                  for _, shape in self._io[digest][1]]
-        self._server.expected[post] = min(len(samples) * sum(sizes), 1 << 31)
+        cap = self._server.expected[post] = min(len(samples) * sum(sizes), 1 << 31)
         src = self._server.serve("/in", b"".join(np.ascontiguousarray(x, np.float32).tobytes()
                                                  for xs in samples for x in xs), "application/octet-stream")
         layout = [[{"name": name, "dims": list(x.shape)} for name, x in zip(names, xs, strict=True)] for xs in samples]
         try:
-            described = self._evaluate("([url, src, layout, post]) => window.tinygate.run(url, src, layout, post)",
-                                       [self._current[1], src, layout, post], model, calls=len(samples))
+            described = self._evaluate("([url, src, layout, post, cap]) => window.tinygate.run(url, src, layout, "
+                                       "post, cap)", [self._current[1], src, layout, post, cap], model)
         except GateError:
             raise
         except Exception as exc:
@@ -403,6 +419,8 @@ class Browser:
                 arrays.append(np.frombuffer(body, np.float32, count, at).reshape(out["dims"]).copy())
                 at += 4 * count
             results.append(arrays)
+        if at != len(body):
+            raise GateError(model, BACKEND, f"the page posted {len(body)} bytes of outputs, not the {at} described")
         return results
 
     @staticmethod
@@ -413,12 +431,11 @@ class Browser:
         graph = onnx.load(str(model), load_external_data=False).graph
         return [(o.name, [d.dim_value for d in o.type.tensor_type.shape.dim]) for o in graph.output]
 
-    def _feeds(self, names: tuple[str, ...], inputs: tuple[np.ndarray, ...], k: int = 0) -> list[dict]:
-        """Input tensors as the page takes them: name, shape, and where to fetch their float32 bytes (the k-th
-        set of a page call)."""
+    def _feeds(self, names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> list[dict]:
+        """Input tensors as the page takes them: name, shape, and where to fetch their float32 bytes."""
         feeds = []
         for i, (name, x) in enumerate(zip(names, inputs, strict=True)):
-            src = self._server.serve(f"/in/{k}/{i}", np.ascontiguousarray(x, np.float32).tobytes(),
+            src = self._server.serve(f"/in/{i}", np.ascontiguousarray(x, np.float32).tobytes(),
                                      "application/octet-stream")
             feeds.append({"name": name, "dims": list(x.shape), "src": src})
         return feeds

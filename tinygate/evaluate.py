@@ -62,7 +62,8 @@ def all_cores(threads: int):
 
 
 def per_sample(art: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
-    """Every output of the artifact on each sample, sample-major (the browser takes them in pipelined chunks)."""
+    """Every output of the artifact on each sample, sample-major (the browser takes them in chunks, a request each
+    way per chunk)."""
     with all_cores(threads) as n:
         run = runner_all(art, n)
         if hasattr(run, "many"):

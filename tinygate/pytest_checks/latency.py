@@ -133,7 +133,7 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
         _no_timing(gate.variant(variant), "min_speedup")
     slower = 1 / (1 + gate.config.regression.slowdown_pct / 100)
     if budgeted:  # --gate-latency-rounds, or 10 at least when every round so far is 10% clear of the floor on the
-        # same side (the sign test's p is then 0.001: the remaining rounds cannot move the median across it)
+        # same side (a sign test's p of 0.001: only a change in the machine midway could move the median across it)
         floor = float(variant.budgets["min_speedup"])
 
         def settled(ref, new) -> bool:
@@ -151,8 +151,8 @@ def test_speedup(timed_runner, variant, gate, gate_threads, gate_recorder, gate_
         def enough(ref, new) -> bool:
             speedups = ref / new
             return time.perf_counter() >= until and (speedups.max() < slower or speedups.min() >= slower)
-        ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs), rounds=10, warmup=1,
-                                               enough=enough)
+        ref_times, times = latency.interleaved(lambda: ref_run(*xs), lambda: run(*xs), warmup=1, enough=enough,
+                                               rounds=max(3, min(10, pytestconfig.getoption("--gate-latency-rounds"))))
     speedup = float(np.median(ref_times) / np.median(times))
     note = (f"median {1000 * np.median(times):.3g} ms vs {reference.name} {1000 * np.median(ref_times):.3g} ms, "
             f"{len(times)} interleaved rounds, {gate_threads} thread(s)")

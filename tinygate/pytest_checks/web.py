@@ -98,21 +98,24 @@ def test_web_latency(request, variant, variant_run, gate_recorder, record_proper
 
 def _emulated_download(gate, art, network) -> tuple[float, int]:
     """Seconds and bytes of the download in Chromium under the profile's emulation, kept in the cache by the
-    artifact's hash, the profile and the browser's version: the same bytes through the same throttle take the
-    same time (a warm run waited 3 s for it on the bundled models)."""
+    artifact's hash, the profile and the browser's version when it came within a quarter of the computed time: the
+    same bytes through the same throttle take the same time (a warm run waited 3 s for it on the bundled models),
+    and one slowed by a busy machine is measured again next run rather than kept."""
     import json
 
     from tinygate.cache import key_of, tool_versions
 
     web = browser.shared()
-    key = key_of(download=art.digest, kbit_s=network.kbit_s, latency_ms=network.latency_ms,
-                 chromium=web.chromium, ort_web=web.version, tools=tool_versions("tinygate.browser"))
-
-    def measure(out):
-        seconds, wire = web.download_s(art.path, network)
-        (out / "download.json").write_text(json.dumps({"seconds": seconds, "wire": wire}))
-    got = json.loads((gate.cache.get_or_build(key, measure, optional=True) / "download.json").read_text())
-    return float(got["seconds"]), int(got["wire"])
+    key = key_of(download=art.digest, kbit_s=network.kbit_s, latency_ms=network.latency_ms, chromium=web.chromium,
+                 ort_web=web.version, tools=tool_versions("tinygate.browser"))
+    if gate.cache.has(key):
+        got = json.loads((gate.cache.get_or_build(key, lambda out: None) / "download.json").read_text())
+        return float(got["seconds"]), int(got["wire"])
+    seconds, wire = web.download_s(art.path, network)
+    if seconds <= 1.25 * network.seconds(wire):
+        gate.cache.get_or_build(key, lambda out: (out / "download.json").write_text(
+            json.dumps({"seconds": seconds, "wire": wire})), optional=True)
+    return seconds, wire
 
 
 @pytest.mark.size
