@@ -146,7 +146,7 @@ def test_wheel_gates_a_users_repository(fresh_venv, tmp_path):
                  "budgets = { max_size_kb = 100 }\n\n[steps]\nscale_weights = \"my_steps:scale_weights\"\n")
 
     sub = proj / "models"  # a subfolder of the project
-    for command, cwd in ((c, d) for c in commands for d in (proj, sub)):  # from the root and a subfolder
+    for command, cwd in zip(commands, (proj, sub), strict=True):  # each once: one from the root, one from a subfolder
         shutil.rmtree(proj / "reports" / "latest", ignore_errors=True)
         ran = _run([*shlex.split(command), "-v"], cwd, env)  # -v: the user's own test is named in the output
         assert ran.returncode == 0, f"{command} in {cwd}:\n{ran.output}"
