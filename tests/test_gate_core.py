@@ -8,6 +8,7 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.bundled import model_table
@@ -212,4 +213,42 @@ def test_a_variant_is_run_once_for_its_scores_and_its_fidelity_and_the_float_mod
     float_run.scores()
     assert runs.count(scaled.artifact().digest) == n
     assert runs.count(float_run.artifact().digest) == n
+    evaluate._reference_outputs.clear()
+
+
+def test_the_float_outputs_of_two_models_are_both_kept_until_they_pass_the_memory_bound(monkeypatch):
+    """Checks run model by model, so one model's float outputs must survive the other's (a cold bundled run
+    computed tinybeauty's twice); past REFERENCE_BYTES the oldest set goes."""
+    from types import SimpleNamespace
+
+    from tinygate import evaluate
+
+    calls: list[str] = []
+    monkeypatch.setattr(evaluate, "runner_all",
+                        lambda art, n: lambda *xs: calls.append(art.digest) or [np.zeros(1000, np.float32)])
+
+    class Data:
+        def __init__(self, name):
+            self.name = name
+
+        def digest(self):
+            return self.name
+
+        def __len__(self):
+            return 3
+
+        def sample(self, i):
+            return (np.zeros(1, np.float32),)
+
+    a, b = SimpleNamespace(digest="a"), SimpleNamespace(digest="b")
+    evaluate._reference_outputs.clear()
+    for ref in (a, b, a, b):
+        evaluate._float_outputs(ref, Data(ref.digest), 1)
+    assert calls == ["a"] * 3 + ["b"] * 3
+    monkeypatch.setattr(evaluate, "REFERENCE_BYTES", 3 * 4000)  # room for one set
+    calls.clear()
+    evaluate._reference_outputs.clear()
+    for ref in (a, b, a):
+        evaluate._float_outputs(ref, Data(ref.digest), 1)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3
     evaluate._reference_outputs.clear()

@@ -198,7 +198,7 @@ def forever_after_the_first(path) -> None:
 
 
 def test_a_model_that_never_ends_on_a_later_input_is_stopped_at_the_limit_of_one_call(tmp_path, run_gate):
-    """The browser takes the evaluation inputs ten to a page call; the limit still holds for each inference: a model
+    """The browser takes the evaluation inputs in chunks, a page call each; the limit holds for each inference: a model
     instant on the first input and endless on the second is stopped 3 s into the second, not 30."""
     (tmp_path / "gate.toml").write_text(config(tmp_path, {"later": {"depth": 1, "budgets": "{}"}}))
     np.savez(tmp_path / "eval.npz", inputs=np.stack([np.zeros((8, 32, 32), np.float32)] + [np.ones((8, 32, 32),

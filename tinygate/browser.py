@@ -352,8 +352,8 @@ class Browser:
                 raise GateError(model, f"input {i.name}", f"is {kind}; the web backend feeds float32 inputs only")
         return [i.name for i in graph.input if i.name not in weights]
 
-    CHUNK = 10  # inputs per page call: fetched as one body, their outputs posted back as one ...
-    CHUNK_BYTES = 64 << 20  # ... fewer where the outputs of one input are large (the page holds a chunk's)
+    CHUNK = 64  # inputs per page call: fetched as one body, their outputs posted back as one ...
+    CHUNK_BYTES = 64 << 20  # ... fewer where one input's outputs are large (the page holds a chunk's): tinybeauty 64
 
     def run(self, model: Path, digest: str, inputs: tuple[np.ndarray, ...], names: tuple[str, ...]) -> list[np.ndarray]:
         """Every output of the model on one set of inputs, computed in the page (once per process for the same

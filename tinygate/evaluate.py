@@ -158,18 +158,23 @@ def fidelity(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     return [fidelity_.OutputFidelity(**r) for r in json.loads((entry / "fidelity.json").read_text())]
 
 
-_reference_outputs: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # the last reference's (the float model's)
+_reference_outputs: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # (float model, data) -> outputs, oldest first
+REFERENCE_BYTES = 256 << 20  # kept for the process: tinybeauty's float outputs are 78 MB, digits' 20 KB
 
 
 def _float_outputs(reference: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
-    """Every output of the reference (the float model) on every sample, sample-major; the last reference's are
-    kept for the process (78 MB for tinybeauty), so each variant's pass reuses them."""
+    """Every output of the reference (the float model) on every sample, sample-major; kept for the process, the
+    most recent first to stay, under REFERENCE_BYTES, so each variant's pass reuses them (one set at a time was
+    not enough: the tests run model by model within each check, and each model evicted the other's)."""
     key = (reference.digest, data.digest())
     if key not in _reference_outputs:
-        _reference_outputs.clear()  # one set at a time: a baseline's or another reference's evicts the float model's
         with all_cores(threads) as n:
             run = runner_all(reference, n)
-            _reference_outputs[key] = [run(*data.sample(i)) for i in range(len(data))]
+            outputs = [run(*data.sample(i)) for i in range(len(data))]
+        _reference_outputs[key] = outputs
+        while len(_reference_outputs) > 1 and sum(a.nbytes for outs in _reference_outputs.values() for sample in outs
+                                                  for a in sample) > REFERENCE_BYTES:
+            del _reference_outputs[next(iter(_reference_outputs))]  # the oldest
     return _reference_outputs[key]
 
 
