@@ -83,9 +83,10 @@ def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = 
     reports = tmp_path / "reports"
     if cache is None and env:
         cache = tmp_path / "cache"
-    # -p no:hypothesispytest: the gate uses no Hypothesis, whose plugin imports it (0.8 s) at every run's end
+    # -p no:hypothesispytest: the gate uses no Hypothesis, whose plugin imports it (0.8 s) at every run's end;
+    # --no-gate-plots: drawing the PNGs took a second a run (a test that looks at one passes --gate-plots)
     cmd = [sys.executable, "-m", "pytest", str(REPO / "model_tests"), "-p", "no:cacheprovider", "-p",
-           "no:hypothesispytest", "-q",
+           "no:hypothesispytest", "-q", "--no-gate-plots",
            "--no-gate-strict",
            f"--gate-config={config}",
            f"--gate-cache-dir={cache or os.environ.get('TINYGATE_TEST_CACHE') or tmp_path / 'cache'}",

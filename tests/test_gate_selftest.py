@@ -53,6 +53,7 @@ def test_unchanged_bundled_weights_pass(tmp_path, run_gate):
     assert "evaluating on 500 inputs" in run.output
     doc = json.loads((run.reports / "results.json").read_text())
     assert doc["checks"] and all(c["passed"] for c in doc["checks"])
+    assert (run.reports / "summary.md").is_file() and not list(run.reports.glob("*.png"))  # --no-gate-plots
 
 
 def test_weights_perturbed_by_ten_percent_of_their_std_fail_the_quality_floors(tmp_path, run_gate):

@@ -83,7 +83,7 @@ def accepted_once(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("accepted")
     (root / "gate.toml").write_text(model_table("digits", calibration=True) + VARIANTS)
     run = gate_process(root, root / "gate.toml", "--gate-accept-baseline", "--reason", "release 1.0",
-                       "-p", "no:logging")
+                       "-p", "no:logging", "--gate-plots")
     assert run.returncode == 0, run.output[-3000:]
     assert "baseline accepted" in run.output
     return root

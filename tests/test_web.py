@@ -67,7 +67,7 @@ def test_a_small_model_passes_and_a_slowed_larger_one_fails_web_latency_and_down
     (tmp_path / "gate.toml").write_text(config(tmp_path, {
         "small": {"depth": 1, "budgets": BUDGETS.replace("LOAD", "5000")},
         "slowed": {"depth": 40, "budgets": BUDGETS.replace("LOAD", "0.001")}}))  # no session is created that fast
-    run = run_gate(tmp_path / "gate.toml", "-m", "web")
+    run = run_gate(tmp_path / "gate.toml", "-m", "web", "--gate-plots")
     assert run.returncode == 1, run.output
     failed = {line.split("::")[1].split(" ")[0] for line in run.lines("FAILED model_tests/")}
     assert failed == {"test_web_latency[slowed-float]", "test_download_time[slowed-float]"}, run.output

@@ -72,6 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "profile) or a missing baseline fails instead of skipping (default: on when CI=true)")
     group.addoption("--no-gate-strict", dest="gate_strict", action="store_const", const=False,
                     help="skip, with the reason, what cannot be measured here (default off CI)")
+    group.addoption("--no-gate-plots", dest="gate_plots", action="store_false", default=True,
+                    help="write results.json and summary.md but no PNG plots (about a second a run)")
+    group.addoption("--gate-plots", dest="gate_plots", action="store_true", help="write the PNG plots (default)")
     group.addoption("--gate-bundle", default=None,
                     help="judge the artifacts of this bundle (made by `tinygate build` from a pull request) with this "
                          "config, building nothing and importing nothing from the pull request")
@@ -502,7 +505,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.stash[ACCEPTED] = f"reports NOT written: {out} is or goes through a symlink"
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    reports.write(rec, out, int(exitstatus), _outcomes(session.config))
+    reports.write(rec, out, int(exitstatus), _outcomes(session.config), plots=session.config.getoption("gate_plots"))
     _history_and_baseline(session, gate_, int(exitstatus))
 
 
@@ -555,7 +558,8 @@ def _history_and_baseline(session: pytest.Session, gate_, exitstatus: int) -> No
             config.stash[ACCEPTED] = f"baseline NOT accepted: {why_not}"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     history.append(root / "history.jsonl", run)
-    history.trend(history.read(root / "history.jsonl"), reports_dir(config) / "trend.png")
+    if config.getoption("gate_plots"):
+        history.trend(history.read(root / "history.jsonl"), reports_dir(config) / "trend.png")
 
 
 @pytest.hookimpl(optionalhook=True)

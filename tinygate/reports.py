@@ -93,9 +93,11 @@ def machine() -> dict[str, str]:
             "processor": platform.processor() or platform.machine(), "node": platform.node()}
 
 
-def write(rec: Recorder, out: Path, exitstatus: int, outcomes: dict[str, int] | None = None) -> list[Path]:
-    """Write results.json, summary.md and the size/quality plot; returns the paths written. `outcomes`: pytest's
-    own counts (failed, errors, ...), so the headline covers failures that are not budget checks."""
+def write(rec: Recorder, out: Path, exitstatus: int, outcomes: dict[str, int] | None = None,
+          plots: bool = True) -> list[Path]:
+    """Write results.json, summary.md and (unless `plots` is off) the size/quality plot and the download times;
+    returns the paths written. `outcomes`: pytest's own counts (failed, errors, ...), so the headline covers
+    failures that are not budget checks."""
     out.mkdir(parents=True, exist_ok=True)
     doc = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "exitstatus": exitstatus,
            "outcomes": outcomes or {}, "notes": rec.notes, "machine": machine(), "tools": tool_versions(),
@@ -104,12 +106,12 @@ def write(rec: Recorder, out: Path, exitstatus: int, outcomes: dict[str, int] | 
     paths = [out / "results.json", out / "summary.md"]
     paths[0].write_text(strict_json(doc))
     paths[1].write_text(markdown(rec, exitstatus, outcomes))
-    if rec.figures:
+    if plots and rec.figures:
         paths.append(plot(rec, out / "optimization_results.png"))
-    if any(isinstance(f.get("download_s"), dict) for f in rec.figures.values()):
-        from tinygate import plots
+    if plots and any(isinstance(f.get("download_s"), dict) for f in rec.figures.values()):
+        from tinygate import plots as drawn
 
-        paths.append(plots.downloads(rec.figures, _budgets(rec), out / "download_time.png"))
+        paths.append(drawn.downloads(rec.figures, _budgets(rec), out / "download_time.png"))
     return paths
 
 
