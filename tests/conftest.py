@@ -74,6 +74,11 @@ class GateRun:
         return found[0]
 
 
+def _outer_env() -> dict[str, str]:
+    """This process's environment without pytest-xdist's and pytest's own variables (a gate is no worker)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+
+
 def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = None,
                  env: dict | None = None) -> GateRun:
     """`pytest model_tests` on a config in a process of its own (forked by tests/zygote.py, or a new interpreter
@@ -91,7 +96,7 @@ def gate_process(tmp_path: Path, config: Path, *args: str, cache: Path | None = 
            f"--gate-config={config}",
            f"--gate-cache-dir={cache or os.environ.get('TINYGATE_TEST_CACHE') or tmp_path / 'cache'}",
            f"--gate-reports-dir={reports}", *args]
-    outer = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    outer = _outer_env()
     if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # beside the other workers' gates: a share of the cores each
         from tinygate.evaluate import eval_threads
 
@@ -120,9 +125,9 @@ class _Zygote:
     def run(self, args: list[str], cwd: Path, env: dict, output: Path, timeout: float) -> int:
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
-                clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
                 self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "zygote.py")], cwd=REPO,
-                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=clean)
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                             env=_outer_env())
             request = {"args": args, "cwd": str(cwd), "env": env, "output": str(output), "timeout": timeout}
             try:
                 self.proc.stdin.write(json.dumps(request) + "\n")

@@ -140,23 +140,29 @@ def test_web_outputs_that_differ_from_python_onnxruntime_fail_and_are_listed(tmp
     assert check["note"].startswith("outputs differing from Python's ONNX Runtime: y ")
 
 
-def forever(path) -> None:
-    """A model whose Loop runs 10^15 times: what a hostile file does to a runtime without a time limit."""
+def forever(path, after_the_first: bool = False) -> None:
+    """A model whose Loop runs 10^15 times: what a hostile file does to a runtime without a time limit. With
+    `after_the_first`, max(x) * 10^15 times: instant on an input of zeros, endless on one of ones."""
     import onnx
     from onnx import TensorProto, helper
 
+    def tensor(name):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 8, 32, 32])
     body = helper.make_graph([helper.make_node("Identity", ["cond"], ["cond_out"]),
                               helper.make_node("Add", ["acc", "acc"], ["acc_out"])], "body",
                              [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                              helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-                              helper.make_tensor_value_info("acc", TensorProto.FLOAT, [1, 8, 32, 32])],
-                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-                              helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 8, 32, 32])])
-    graph = helper.make_graph([helper.make_node("Loop", ["n", "yes", "x"], ["y"], body=body)], "forever",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
-                              [helper.make_tensor("n", TensorProto.INT64, [], [10**15]),
-                               helper.make_tensor("yes", TensorProto.BOOL, [], [True])])
+                              helper.make_tensor_value_info("cond", TensorProto.BOOL, []), tensor("acc")],
+                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), tensor("acc_out")])
+    nodes = [helper.make_node("Loop", ["n", "yes", "x"], ["y"], body=body)]
+    consts = [helper.make_tensor("yes", TensorProto.BOOL, [], [True])]
+    if after_the_first:
+        nodes[:0] = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+                     helper.make_node("Mul", ["top", "big"], ["trips"]),
+                     helper.make_node("Cast", ["trips"], ["n"], to=TensorProto.INT64)]
+        consts.append(helper.make_tensor("big", TensorProto.FLOAT, [], [1e15]))
+    else:
+        consts.append(helper.make_tensor("n", TensorProto.INT64, [], [10**15]))
+    graph = helper.make_graph(nodes, "forever", [tensor("x")], [tensor("y")], consts)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
 
 
@@ -173,37 +179,13 @@ def test_a_model_that_never_ends_in_the_browser_is_stopped_at_the_call_limit(tmp
     assert "forever.onnx: ort-web-wasm" in line
 
 
-
-def forever_after_the_first(path) -> None:
-    """A model whose Loop runs max(x) * 10^15 times: instant on an input of zeros, endless on one of ones."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    body = helper.make_graph([helper.make_node("Identity", ["cond"], ["cond_out"]),
-                              helper.make_node("Add", ["acc", "acc"], ["acc_out"])], "body",
-                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                              helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-                              helper.make_tensor_value_info("acc", TensorProto.FLOAT, [1, 8, 32, 32])],
-                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-                              helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 8, 32, 32])])
-    nodes = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
-             helper.make_node("Mul", ["top", "big"], ["trips"]),
-             helper.make_node("Cast", ["trips"], ["n"], to=TensorProto.INT64),
-             helper.make_node("Loop", ["n", "yes", "x"], ["y"], body=body)]
-    graph = helper.make_graph(nodes, "later", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 32, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
-                              [helper.make_tensor("big", TensorProto.FLOAT, [], [1e15]),
-                               helper.make_tensor("yes", TensorProto.BOOL, [], [True])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
-
-
 def test_a_model_that_never_ends_on_a_later_input_is_stopped_at_the_limit_of_one_call(tmp_path, run_gate):
     """The browser takes the evaluation inputs in chunks, a page call each; the limit holds for each inference: a model
     instant on the first input and endless on the second is stopped 3 s into the second, not 30."""
     (tmp_path / "gate.toml").write_text(config(tmp_path, {"later": {"depth": 1, "budgets": "{}"}}))
     np.savez(tmp_path / "eval.npz", inputs=np.stack([np.zeros((8, 32, 32), np.float32)] + [np.ones((8, 32, 32),
                                                                                                    np.float32)] * 3))
-    forever_after_the_first(tmp_path / "later.onnx")
+    forever(tmp_path / "later.onnx", after_the_first=True)
     run = run_gate(tmp_path / "gate.toml", "-k", "matches_onnxruntime", "--gate-max-call-seconds=3", "--durations=1")
     assert run.returncode == 1, run.output
     assert run.line("ran past 3 s in the browser and was stopped (--gate-max-call-seconds)")

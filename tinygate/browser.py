@@ -124,6 +124,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # TCP_NODELAY: with Nagle, each tensor's last segment waited ~40 ms for an ACK
+
     def _foreign(self) -> bool:
         if self.headers.get("Host") != self.server.host:
             self.send_error(403)
