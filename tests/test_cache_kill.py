@@ -64,10 +64,19 @@ def test_a_run_killed_while_writing_artifacts_then_rerun_matches_a_clean_run(tmp
     proc = subprocess.Popen(_gate_cmd(config, cache, tmp_path / "killed"), cwd=REPO, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        # Stop the run the moment an artifact is being written, then check it still is: a build can finish and be
+        # renamed into place between a look and a kill, so a stop that came too late resumes the run and waits
+        # for the next step's build.
         deadline = time.monotonic() + 300
-        while not _writing(cache) and proc.poll() is None and time.monotonic() < deadline:
+        caught = False
+        while not caught and proc.poll() is None and time.monotonic() < deadline:
+            if _writing(cache):
+                os.killpg(proc.pid, signal.SIGSTOP)
+                caught = _writing(cache)
+                if not caught:
+                    os.killpg(proc.pid, signal.SIGCONT)
             time.sleep(0.005)
-        assert proc.poll() is None, "the gate finished before any artifact was being written"
+        assert caught, "the gate finished before it was caught writing an artifact"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
