@@ -28,9 +28,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+VECTOR_UNITS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def vector_units() -> str:
+    """The CPU's vector and dot-product units that change kernels' speed and, for int8, their results (ONNX
+    Runtime's u8s8 kernels saturate on x86 without VNNI; numpy's pow differs in its last bit with AVX-512). Hosts
+    sold under one model name ("AMD EPYC" in a VM) differ in them. Empty where /proc/cpuinfo is absent."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith(("flags", "Features"))),
+                         [])
+    except OSError:
+        return ""
+    return " ".join(unit for unit in VECTOR_UNITS if unit in flags)
+
+
+def int8_saturates() -> bool:
+    """True on an x86 CPU without VNNI, where ONNX Runtime's u8s8 int8 kernels add products pairwise in 16 bits
+    with saturation (its quantization docs: quantize with reduce_range there)."""
+    units = vector_units().split()
+    return platform.machine().lower() in ("x86_64", "amd64") and "avx2" in units and not (
+        {"avx512_vnni", "avx_vnni", "amx_int8"} & set(units))
+
+
 def machine_fingerprint() -> dict[str, object]:
     return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "system": platform.system(),
-            "machine": platform.machine()}
+            "machine": platform.machine(), "vector_units": vector_units()}
 
 
 def matches(profile: dict[str, object]) -> bool:

@@ -269,6 +269,12 @@ def _interleaved(artifact, gate_baseline, variant_baseline, variant_run, threads
     return measured(lambda: variant_run.gate.once(("interleaved", variant.id), compare))
 
 
+def _machine(fp: dict) -> str:
+    units = fp.get("vector_units")
+    return f"{fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs, " + (
+        f"vector units {units or 'none known'}" if units is not None else "vector units not recorded")
+
+
 @regression_
 @pytest.mark.latency
 @pytest.mark.select(lambda v, m: v.runtime != "web")  # timed in the page, not against a baseline yet
@@ -285,9 +291,8 @@ def test_latency_absolute_vs_baseline(artifact, gate_baseline, variant_baseline,
     theirs, here = gate_baseline.doc.get("machine", {}), fingerprint()
     if theirs.get("id") != here["id"]:
         pytest.skip(f"{variant.id}: refused: the baseline's latency was recorded on machine {theirs.get('id')} "
-                    f"({theirs.get('cpu_model')}, {theirs.get('cpu_count')} CPUs), this is {here['id']} "
-                    f"({here['cpu_model']}, {here['cpu_count']} CPUs); stored timings are not comparable across "
-                    "machines (test_latency_vs_baseline times both here instead)")
+                    f"({_machine(theirs)}), this is {here['id']} ({_machine(here)}); stored timings are not "
+                    "comparable across machines (test_latency_vs_baseline times both here instead)")
     if not isinstance(variant_baseline.get("p50_ms"), int | float):
         pytest.skip(f"{variant.id}: the baseline holds no latency figure (it was accepted without timing)")
     p50 = gate_recorder.figures.get(variant.id, {}).get("p50_ms")

@@ -225,7 +225,8 @@ def int8_static(src: Artifact, params: dict, ctx, out: Path) -> Path:
     for form, path in built.items():
         quantize_static(prepared, path, calibration_reader(ctx.model.input_names, ctx.calibration()),
                         quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[form],
-                        per_channel=params["per_channel"], activation_type=QuantType.QUInt8,
+                        per_channel=params["per_channel"], reduce_range=params["reduce_range"],
+                        activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=methods[params["calibration"]],
                         nodes_to_exclude=_nodes_taking(prepared, params["keep_float"]))
     prepared.unlink()

@@ -1,0 +1,28 @@
+"""The bundled eval sets are the same bytes on every CPU: their hash keys the baseline's per-sample comparisons,
+and a CI host with other vector units must not turn into "the baseline was evaluated on different data"."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinygate.zoo import tinybeauty
+
+
+def _last_bit_off(x, y):
+    """np.power, wrong in its last bit everywhere, as another CPU's vectorized pow is in some places."""
+    out = np.power(x, y)
+    return np.nextafter(out, np.where(np.arange(out.size).reshape(out.shape) % 2 == 0, np.inf, -np.inf))
+
+
+def test_the_retouch_teachers_targets_do_not_change_with_the_last_bit_of_pow():
+    inputs = tinybeauty.crops(tinybeauty.EVAL_PHOTOS, 4, tinybeauty.SIZE, seed=2024)
+    for image in inputs:
+        image = image.transpose(1, 2, 0)
+        assert np.array_equal(tinybeauty.teacher(image), tinybeauty.teacher(image, power=_last_bit_off))
+
+
+def test_the_guard_fails_on_the_old_teacher_that_took_pow_in_float32(monkeypatch):
+    """The test above can fail: with gamma taken in float32 and unrounded, as before, the targets change."""
+    monkeypatch.setattr(tinybeauty, "gamma", lambda x, power: power(x, np.float32(tinybeauty.GAMMA)))
+    image = tinybeauty.crops(tinybeauty.EVAL_PHOTOS, 1, tinybeauty.SIZE, seed=2024)[0].transpose(1, 2, 0)
+    assert not np.array_equal(tinybeauty.teacher(image), tinybeauty.teacher(image, power=_last_bit_off))
