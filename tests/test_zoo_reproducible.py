@@ -26,3 +26,16 @@ def test_the_guard_fails_on_the_old_teacher_that_took_pow_in_float32(monkeypatch
     monkeypatch.setattr(tinybeauty, "gamma", lambda x, power: power(x, np.float32(tinybeauty.GAMMA)))
     image = tinybeauty.crops(tinybeauty.EVAL_PHOTOS, 1, tinybeauty.SIZE, seed=2024)[0].transpose(1, 2, 0)
     assert not np.array_equal(tinybeauty.teacher(image), tinybeauty.teacher(image, power=_last_bit_off))
+
+
+def test_no_eval_value_of_pow_lies_within_8_ulps_of_the_gamma_grids_rounding_boundary():
+    """The margin the rounding needs: another CPU's pow, off by a few ulps, lands on the same grid point for every
+    value of the bundled eval set (a new scikit-image or numpy that moves a value near a boundary fails here)."""
+    inputs = tinybeauty.crops(tinybeauty.EVAL_PHOTOS, 100, tinybeauty.SIZE, seed=2024)
+    margins = []
+    for image in inputs:
+        scaled = np.power(tinybeauty.smoothed(image.transpose(1, 2, 0)).astype(np.float64),
+                          tinybeauty.GAMMA) * tinybeauty.GAMMA_GRID
+        scaled = scaled[scaled > 0]  # 0 ** GAMMA is 0 on every CPU
+        margins.append(np.min(np.abs(scaled - np.floor(scaled) - 0.5) / np.spacing(scaled)))
+    assert min(margins) >= 8, min(margins)

@@ -26,6 +26,7 @@ import numpy as np
 from tinygate import artifacts, config, evaluate, pipeline
 from tinygate.cache import Cache
 from tinygate.errors import GateError
+from tinygate.steps import ORT_INT8_PARAMS
 
 MARGINS = {  # how far each written budget sits from the figure measured today
     "size_pct": 10.0,  # max_size_kb: +10%
@@ -43,15 +44,12 @@ LOSSY_SQNR_DB = 20.0  # below this, init warns that a variant already loses much
 # than budgets that would bless it (a negative cosine, an SQNR under 10 dB, a 34-point accuracy drop).
 SANE = {"sqnr_db": 10.0, "cosine": 0.9, "accuracy_drop_pts": 5.0, "psnr_drop_db": 3.0}
 
-# ONNX Runtime's int8 kernels on x86 without VNNI saturate where others do not: 7-bit weights (reduce_range) give
-# the same outputs on a laptop and on any CI runner, so budgets measured on one hold on the other.
-ORT_INT8 = {"reduce_range": True}
 ONNX_VARIANTS = {"optimized": [{"step": "ort_optimize"}], "fp16": [{"step": "ort_fp16"}],
-                 "int8_dynamic": [{"step": "ort_int8_dynamic", **ORT_INT8}],
-                 "int8_static": [{"step": "ort_optimize"}, {"step": "ort_int8_static", **ORT_INT8}]}
+                 "int8_dynamic": [{"step": "ort_int8_dynamic", **ORT_INT8_PARAMS}],
+                 "int8_static": [{"step": "ort_optimize"}, {"step": "ort_int8_static", **ORT_INT8_PARAMS}]}
 TORCH_VARIANTS = {"onnx": [{"step": "onnx_export"}, {"step": "ort_optimize"}],
-                  "onnx_int8_dynamic": [{"step": "onnx_export"}, {"step": "ort_int8_dynamic", **ORT_INT8}],
-                  "onnx_int8_static": [{"step": "onnx_export"}, {"step": "ort_int8_static", **ORT_INT8}],
+                  "onnx_int8_dynamic": [{"step": "onnx_export"}, {"step": "ort_int8_dynamic", **ORT_INT8_PARAMS}],
+                  "onnx_int8_static": [{"step": "onnx_export"}, {"step": "ort_int8_static", **ORT_INT8_PARAMS}],
                   "torch_int8": [{"step": "torch_int8"}]}
 
 

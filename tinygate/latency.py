@@ -7,6 +7,7 @@ any timed call, after warm-up calls; threads are pinned by the runner (--gate-th
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import subprocess
@@ -33,8 +34,9 @@ VECTOR_UNITS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
 
 def vector_units() -> str:
     """The CPU's vector and dot-product units that change kernels' speed and, for int8, their results (ONNX
-    Runtime's u8s8 kernels saturate on x86 without VNNI; numpy's pow differs in its last bit with AVX-512). Hosts
-    sold under one model name ("AMD EPYC" in a VM) differ in them. Empty where /proc/cpuinfo is absent."""
+    Runtime's u8s8 kernels saturate on x86 without VNNI; numpy's vectorized pow, exp and log differ in their last
+    bit). Hosts sold under one model name ("AMD EPYC" in a VM) differ in them. Empty where /proc/cpuinfo is
+    absent."""
     try:
         with open("/proc/cpuinfo") as fh:
             flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith(("flags", "Features"))),
@@ -44,12 +46,24 @@ def vector_units() -> str:
     return " ".join(unit for unit in VECTOR_UNITS if unit in flags)
 
 
+@functools.cache
 def int8_saturates() -> bool:
-    """True on an x86 CPU without VNNI, where ONNX Runtime's u8s8 int8 kernels add products pairwise in 16 bits
-    with saturation (its quantization docs: quantize with reduce_range there)."""
-    units = vector_units().split()
-    return platform.machine().lower() in ("x86_64", "amd64") and "avx2" in units and not (
-        {"avx512_vnni", "avx_vnni", "amx_int8"} & set(units))
+    """True where the installed ONNX Runtime's CPU int8 kernels saturate (x86 without VNNI: they add u8 x s8 products
+    pairwise in 16 bits, its quantization docs say): asked of ONNX Runtime itself, by a MatMulInteger of 255s and
+    127s whose pair sums (64770) pass 32767, so the answer holds on any OS and any ONNX Runtime build."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    depth = 64
+    weights = np.full((depth, 8), 127, np.int8)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, depth])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [4, 8])],
+                              [numpy_helper.from_array(weights, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"a": np.full((4, depth), 255, np.uint8)})[0]
+    return bool(np.any(got != depth * 255 * 127))
 
 
 def machine_fingerprint() -> dict[str, object]:

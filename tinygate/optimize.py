@@ -33,6 +33,7 @@ from tinygate import evaluate, pipeline
 from tinygate.config import load, read_toml
 from tinygate.errors import GateError
 from tinygate.safety import time_limit
+from tinygate.steps import ORT_INT8_PARAMS
 
 PRUNE_RATES = (0.0, 0.3, 0.5, 0.7)
 FINETUNE_BITS = (4, 3, 2)  # palettization-aware fine-tuning: where plain palettization loses most
@@ -91,10 +92,11 @@ def candidates(source_kind: str, calibrated: bool, backends: tuple[str, ...],
     export = [{"step": "onnx_export"}] if source_kind == "torch" else []
     if "onnx" in backends:
         tails += [("onnx", export + [{"step": "ort_fp16"}])]
-        tails += [("onnx", export + [{"step": "ort_int8_dynamic", "per_channel": pc}]) for pc in (False, True)]
+        tails += [("onnx", export + [{"step": "ort_int8_dynamic", "per_channel": pc, **ORT_INT8_PARAMS}])
+                  for pc in (False, True)]
         if calibrated:
-            tails += [("onnx", export + [{"step": "ort_int8_static", "per_channel": True, "calibration": c}])
-                      for c in ("minmax", "entropy")]
+            tails += [("onnx", export + [{"step": "ort_int8_static", "per_channel": True, "calibration": c,
+                                          **ORT_INT8_PARAMS}]) for c in ("minmax", "entropy")]
     if source_kind == "torch" and "coreml" in backends:
         tails += [("coreml", [{"step": "coreml", "precision": "fp16"}])]
         tails += [("coreml", [{"step": "coreml"}, {"step": "coreml_int8", "granularity": g}])
