@@ -50,9 +50,8 @@ def test_web_matches_onnxruntime(variant, variant_run, gate, gate_check):
     note = ("outputs differing from Python's ONNX Runtime: " + "; ".join(differ)) if differ else \
         f"every output within {WEB_VS_PYTHON_SQNR_DB:g} dB of Python's ONNX Runtime"
     if differ and _eight_bit_weights(native.path) and latency.int8_saturates():
-        note += ("; this CPU has no VNNI, and ONNX Runtime's x86 int8 (u8s8) kernels saturate their 16-bit pair sums "
-                 "on it, where the browser's do not: quantize with reduce_range = true (7-bit weights) to get the "
-                 "same outputs on every CPU")
+        note += ("; ONNX Runtime's int8 kernels saturate their 16-bit pair sums on this CPU (x86 without VNNI), "
+                 "the browser's do not: quantize with reduce_range = true (7-bit weights) and no CPU saturates")
     gate_check("web_vs_onnxruntime_sqnr_db", worst.sqnr_db, ">=", WEB_VS_PYTHON_SQNR_DB, unit="dB", note=note)
 
 

@@ -49,8 +49,8 @@ def teacher(image: np.ndarray, power=np.power) -> np.ndarray:
 
 
 def smoothed(image: np.ndarray) -> np.ndarray:
-    """The teacher's TV smoothing, clipped to [0, 1]: arithmetic, sqrt and numpy's pairwise sums only, each exactly
-    rounded, so the same bytes on every CPU."""
+    """The teacher's TV smoothing, clipped to [0, 1]: arithmetic and sqrt (exactly rounded) and numpy's pairwise
+    sums (a fixed order) only, so the same bytes on every CPU."""
     from skimage.restoration import denoise_tv_chambolle
 
     return np.clip(denoise_tv_chambolle(image, weight=TV_WEIGHT, channel_axis=-1), 0.0, 1.0)
