@@ -340,8 +340,16 @@ def _regression(r: _Reader, body: Any) -> RegressionSettings:
 
 def _machine(r: _Reader, name: str, body: Any) -> dict[str, Any]:
     key = f"machines.{name}"
-    body = r.table(body, key, {"cpu_model"}, {"cpu_count"})
+    from tinygate.latency import VECTOR_UNITS
+
+    body = r.table(body, key, {"cpu_model"}, {"cpu_count", "vector_units"})
     out = {"cpu_model": r.typed(body["cpu_model"], f"{key}.cpu_model", str)}
+    if "vector_units" in body:
+        units = r.typed(body["vector_units"], f"{key}.vector_units", list)
+        unknown = [u for u in units if u not in VECTOR_UNITS]
+        if unknown:
+            raise r.fail(f"{key}.vector_units", f"unknown unit(s) {unknown}: known are {', '.join(VECTOR_UNITS)}")
+        out["vector_units"] = tuple(units)
     if "cpu_count" in body:
         out["cpu_count"] = r.typed(body["cpu_count"], f"{key}.cpu_count", int)
         if out["cpu_count"] < 1:

@@ -72,12 +72,23 @@ def machine_fingerprint() -> dict[str, object]:
 
 
 def matches(profile: dict[str, object]) -> bool:
-    """A machine profile from gate.toml matches when its cpu_model is a substring of this CPU's model and
-    its cpu_count (if given) equals this machine's."""
+    """A machine profile from gate.toml matches when its cpu_model is a substring of this CPU's model, its
+    cpu_count (if given) equals this machine's, and this CPU has every one of its vector_units (if given): VM hosts
+    sold under one model name differ in AVX-512 and VNNI."""
     here = machine_fingerprint()
     if str(profile["cpu_model"]).lower() not in str(here["cpu_model"]).lower():
         return False
+    if not set(profile.get("vector_units", ())) <= set(str(here["vector_units"]).split()):
+        return False
     return "cpu_count" not in profile or profile["cpu_count"] == here["cpu_count"]
+
+
+def describe(profile: dict[str, object]) -> str:
+    """A machine profile, or this machine, in words: CPU model, count and vector units where given."""
+    units = profile.get("vector_units")
+    return ", ".join([str(profile["cpu_model"])] + ([f"{profile['cpu_count']} CPUs"] if "cpu_count" in profile else [])
+                     + ([f"vector units {' '.join(units) if isinstance(units, list | tuple) else units}"]
+                        if units else []))
 
 
 def interleaved(first: Callable[[], object], second: Callable[[], object], rounds: int, warmup: int,

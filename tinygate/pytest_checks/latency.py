@@ -59,7 +59,8 @@ def _judge_absolute(request, variant_run, gate_verdict, key: str, value: float, 
     variant, machines = variant_run.variant, variant_run.gate.config.machines
     if not latency.matches(profile := machines[variant.machine]):
         unmeasurable(request, variant_run, [key], f"{variant.id}: {key} holds on machine profile "
-                     f"{variant.machine!r} ({profile['cpu_model']}); this machine is {latency.cpu_model()!r}")
+                     f"{variant.machine!r} ({latency.describe(profile)}); this machine is "
+                     f"{latency.describe(latency.machine_fingerprint())!r}")
     gate_verdict(key, value, note)
 
 

@@ -96,7 +96,8 @@ def test_web_latency(request, variant, variant_run, gate_recorder, record_proper
     profile = variant_run.gate.config.machines[variant.machine]
     if not latency.matches(profile):
         unmeasurable(request, variant_run, budgeted, f"{variant.id}: {', '.join(budgeted)} hold on machine profile "
-                     f"{variant.machine!r} ({profile['cpu_model']}); this machine is {latency.cpu_model()!r}")
+                     f"{variant.machine!r} ({latency.describe(profile)}); this machine is "
+                     f"{latency.describe(latency.machine_fingerprint())!r}")
     note = (f"{len(times)} rounds in the page (session creation: median of {LOADS}), onnxruntime-web {web.version}, "
             f"{web.threads} thread")
     failures = []
