@@ -64,5 +64,8 @@ QUANTIZING_STEPS = ("ort_int8_dynamic", "ort_int8_static", "torch_int8", "coreml
 
 def default_weight_sqnr_db(step: str, params: dict) -> float:
     """The weight-SQNR floor of a quantized variant that sets no `min_weight_sqnr_db`: 30 dB for int8
-    (uniform int8 of a well-spread tensor gives about 40), 4.5 dB per bit for a look-up table (18 dB at 4 bits)."""
-    return 4.5 * params["nbits"] if step == "coreml_palettize" else 30.0
+    (uniform int8 of a well-spread tensor gives about 40), 6 dB less for ONNX Runtime's `reduce_range` (7-bit
+    weights: each bit is 6 dB), 4.5 dB per bit for a look-up table (18 dB at 4 bits)."""
+    if step == "coreml_palettize":
+        return 4.5 * params["nbits"]
+    return 24.0 if params.get("reduce_range") else 30.0

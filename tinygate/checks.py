@@ -212,7 +212,8 @@ def weight_error_bound(run: VariantRun) -> list[Check]:
 
 
 def weight_sqnr(run: VariantRun) -> list[Check]:
-    """The worst quantized tensor's SQNR stays above the floor (default 30 dB for int8, 4.5 dB per LUT bit)."""
+    """The worst quantized tensor's SQNR stays above the floor (default 30 dB for int8, 24 dB for 7-bit
+    `reduce_range`, 4.5 dB per LUT bit)."""
     return [_quantized_weights(run)[1]]
 
 

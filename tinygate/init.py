@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygate import artifacts, config, evaluate, pipeline
+from tinygate import artifacts, checks, config, evaluate, pipeline
+from tinygate.budgets import QUANTIZING_STEPS
 from tinygate.cache import Cache
 from tinygate.errors import GateError
+from tinygate.gate import Gate
 from tinygate.steps import ORT_INT8_PARAMS
 
 MARGINS = {  # how far each written budget sits from the figure measured today
@@ -190,7 +192,8 @@ def _header(args, name: str, task: str, input_names: tuple[str, ...], data, cfg_
     if args.calibration:
         lines.append(f"calibration = {{ npz = {_q(_rel(args.calibration, cfg_path))} }}")
     margins = ", ".join(f"{k} {v:g}" for k, v in MARGINS.items())
-    return (f"# Written by `tinygate init` from measured figures; margins: {margins}.\n"
+    return (f"# Written by `tinygate init` from measured figures; margins: {margins}. min_speedup only where the "
+            "float model takes 5 ms or more a call (below, a call's overhead decides the ratio).\n"
             + "\n".join(lines) + "\n")
 
 
@@ -226,10 +229,12 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
         text += f"[models.{name}.variants.{vname}]\nsteps = {_toml(steps)}\nbudgets = {{}}\n"
     scratch.write_text(text, encoding="utf-8")
     try:
-        model = config.load(scratch).models[name]
+        cfg = config.load(scratch)
     finally:
         scratch.unlink()
+    model = cfg.models[name]
     cache = Cache((args.cache_dir or cfg_path.parent / ".tinygate-cache").resolve())
+    gate = Gate(cfg, cache_dir=cache.root)  # the gate's own weight-SQNR check, on the same cached artifacts
     ctx = pipeline.Context(model, cache)
     data = ctx.evaluation()
     float_art = pipeline.float_artifact(model)
@@ -265,7 +270,18 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             if figures.get("speedup", 1.0) < 0.9:
                 warning += ("; " if warning else "") + (f"it runs {1 / figures['speedup']:.2f}x slower than the float "
                                                         "model on this machine")
-            out.append(Measured(vname, candidates[vname], _budgets(figures, float_quality), figures, warning=warning))
+            budgets = _budgets(figures, float_quality)
+            if any(s.name in QUANTIZING_STEPS for s in variant.steps):
+                weights = checks.weight_sqnr(gate.variant(variant))[0]
+                figures["weight_sqnr_db"] = weights.value
+                if not weights.passed:  # under the default floor: held where it is today, and said
+                    budgets["min_weight_sqnr_db"] = _down(weights.value - MARGINS["sqnr_db"])
+                    warning += ("; " if warning else "") + (
+                        f"its worst quantized weight ({weights.note.removeprefix('worst tensor ')}) is at "
+                        f"{weights.value:.1f} dB SQNR, under the default floor of {weights.budget:g} dB"
+                        + ("; per_channel = true usually lifts it" if variant.steps[-1].name.startswith("ort_int8")
+                           and not variant.steps[-1].params.get("per_channel") else ""))
+            out.append(Measured(vname, candidates[vname], budgets, figures, warning=warning))
         except Exception as exc:  # the step does not suit this model: leave the variant out, saying why
             first = (str(exc).strip().splitlines() or [""])[0]
             first = re.sub(r"[^\x20-\x7e]", "", re.sub(r"\x1b\[[0-9;]*m", "", first))  # a TOML comment line
