@@ -285,6 +285,8 @@ def test_a_stored_p50_from_a_quieter_machine_is_unknown_not_a_false_alarm(passes
     result = json.loads((run.reports / "results.json").read_text())
     [check] = [c for c in result["checks"] if c["check"] == "latency_p50_vs_baseline"]
     assert check["note"].startswith("unknown: machine busy: p50") and check["verdict"] == "pass", check
+    summary = (run.reports / "summary.md").read_text()  # said above the table, not only in a row's note
+    assert "- digits-float: latency versus the stored baseline unknown: machine busy" in summary.split("| variant")[0]
 
 
 def test_an_identical_candidate_timed_against_the_baseline_passes(passes_gate):
