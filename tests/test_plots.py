@@ -45,6 +45,10 @@ def _no_overlap(figure) -> None:
         if a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer)):
             clashes.append((a.get_text(), b.get_text()))
     assert not clashes, clashes
+    page = figure.bbox  # legend entries, titles and axis labels (ticks beyond an axis' limits are never drawn)
+    cut = [t.get_text() for t in texts if id(t) not in ticks and not (
+        page.x0 - 1 <= (box := t.get_window_extent(renderer)).x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0)]
+    assert not cut, f"drawn past the picture's edge: {cut}"
 
 
 def _colour_of(ax, label_colour: dict) -> None:
@@ -71,6 +75,32 @@ def test_one_colour_per_variant_one_legend_budgets_drawn_and_no_text_over_text()
     assert len(dashed) == 3  # beauty-int8's floor and size limit, enc-int8's floor
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
     assert "coreml (quality not measured here)" in legend and "size / quality front" in legend
+    _no_overlap(figure)
+
+
+def test_one_label_free_model_with_long_legend_entries_keeps_its_legend_inside_the_picture():
+    """One panel (5.5 in wide) and legend entries such as "float (the reference: size only)": the legend takes as
+    many columns as fit, not four cut at both edges."""
+    figures = {vid: f for vid, f in FIGURES.items() if f["model"] == "enc"}
+    figure = plots.draw_results(figures, {"enc-int8": {"min_output_sqnr_db": 28.0, "max_size_kb": 90.0}}, TASKS)
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert "float (the reference: size only)" in legend and "budget (dashed: quality floor, size limit)" in legend
+    _no_overlap(figure)
+
+
+def test_the_trend_of_a_label_free_model_plots_its_fidelity_from_the_history(tmp_path):
+    from tinygate import history
+
+    rec = reports.Recorder()
+    for vid, fig in FIGURES.items():
+        rec.figure(vid, **fig)
+    doc = history.entry(rec, 0, tmp_path)
+    assert doc["variants"]["enc-int8"]["worst_output_sqnr_db"] == 31.0  # the worst output, kept in the history
+    assert "worst_output_sqnr_db" not in doc["variants"]["enc-float"]
+    figure = plots.draw_trend([doc, doc])
+    quality = [ax for ax in figure.axes if ax.get_title().startswith("enc: ")][1]
+    assert quality.get_title() == "enc: worst output SQNR vs float (dB)"
+    assert sorted(line.get_ydata()[0] for line in quality.get_lines() if len(line.get_xdata()) == 2) == [31.0, 140.0]
     _no_overlap(figure)
 
 

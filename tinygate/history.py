@@ -14,8 +14,9 @@ from tinygate.cache import tool_versions
 from tinygate.latency import machine_fingerprint
 
 # The figures a history entry keeps per variant, and the panel each is plotted in.
-TRENDED = {"size_kb": "size (KB)", "psnr_db": "quality", "accuracy_pct": "quality", "p50_ms": "latency p50 (ms)"}
-KEPT = (*TRENDED, "transfer_kb", "psnr_p5_db", "ssim", "p95_ms", "measured_on")
+TRENDED = {"size_kb": "size (KB)", "psnr_db": "quality", "accuracy_pct": "quality",
+           "worst_output_sqnr_db": "quality", "p50_ms": "latency p50 (ms)"}
+KEPT = (*TRENDED, "transfer_kb", "psnr_p5_db", "ssim", "p95_ms", "speedup", "measured_on")
 
 
 def fingerprint() -> dict[str, object]:
@@ -39,8 +40,12 @@ def commit(root: Path) -> str:
 
 def entry(rec, exitstatus: int, root: Path, kind: str = "run", reason: str = "") -> dict:
     """One history line: what this run measured, on what, from which inputs."""
+    from tinygate.plots import quality_of
+
     variants = {}
     for vid, figures in sorted(rec.figures.items()):
+        if (sqnr := quality_of(figures, "fidelity")) is not None:  # a label-free model's quality figure
+            figures = {**figures, "worst_output_sqnr_db": sqnr}
         kept = {k: figures[k] for k in KEPT if k in figures}
         variants[vid] = {"model": figures.get("model"), "variant": figures.get("variant"),
                          "artifact": rec.hashes.get(vid), **kept}

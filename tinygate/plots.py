@@ -53,8 +53,13 @@ def _legend(figure, handles: dict, colours: dict, columns: int) -> None:
         return
     order = {name: i for i, name in enumerate(colours)}
     labels = sorted(handles, key=lambda k: (order.get(k.split(" (")[0], len(order)), k))
-    figure.legend([handles[k] for k in labels], labels, loc="outside lower center", ncol=min(columns, len(labels)),
-                  fontsize=8, frameon=False)
+    renderer = figure.canvas.get_renderer()
+    for ncol in range(min(columns, len(labels)), 0, -1):  # as many columns as fit the picture's width
+        legend = figure.legend([handles[k] for k in labels], labels, loc="outside lower center", ncol=ncol,
+                               fontsize=8, frameon=False)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= 0.98 * figure.bbox.width:
+            return
+        legend.remove()
 
 
 def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -106,10 +111,11 @@ def draw_results(figures: dict[str, dict], budgets: dict[str, dict[str, float]],
         points = []
         for name, fig in variants:
             y = quality_of(fig, task)
-            if y is None:  # not measured here: a tick on the size axis, in its colour
+            if y is None:  # not measured here (or the reference of a label-free model): a line at its size
                 ax.axvline(fig["size_kb"], color=colours[name], linestyle=":", linewidth=1.2)
-                handles.setdefault(f"{name} (quality not measured here)", ax.plot([], [], ":",
-                                                                                  color=colours[name])[0])
+                why = "the reference: size only" if task == "fidelity" and not fig.get("fidelity") else \
+                    "quality not measured here"
+                handles.setdefault(f"{name} ({why})", ax.plot([], [], ":", color=colours[name])[0])
                 continue
             points.append((fig["size_kb"], y))
             handles.setdefault(name, ax.scatter(fig["size_kb"], y, s=45, color=colours[name], zorder=3))
@@ -172,8 +178,10 @@ def draw_downloads(figures: dict[str, dict], budgets: dict[str, dict[str, float]
     return figure
 
 
-TREND_PANELS = (("size on disk (KB)", ("size_kb",)), ("quality", ("psnr_db", "accuracy_pct")),
+TREND_PANELS = (("size on disk (KB)", ("size_kb",)), ("quality", ("psnr_db", "accuracy_pct", "worst_output_sqnr_db")),
                 ("latency p50 (ms)", ("p50_ms",)))
+TREND_UNITS = {"psnr_db": "mean PSNR (dB)", "accuracy_pct": "accuracy (%)",
+               "worst_output_sqnr_db": "worst output SQNR vs float (dB)"}
 
 
 def trend(runs: list[dict], path: Path) -> Path:
@@ -203,10 +211,14 @@ def draw_trend(runs: list[dict]):
                     if key is not None:
                         xs.append(i)
                         ys.append(v[key])
-                        unit = {"psnr_db": "mean PSNR (dB)", "accuracy_pct": "accuracy (%)"}.get(key, title)
+                        unit = TREND_UNITS.get(key, title)
                 if xs:
                     name = vid.split("-", 1)[1]
                     handles.setdefault(name, ax.plot(xs, ys, marker="o", markersize=3, color=colours[name])[0])
+            if not unit:  # nothing to draw: say so rather than show empty axes
+                ax.text(0.5, 0.5, f"no {title} figure in the history", transform=ax.transAxes, ha="center",
+                        va="center", color="0.4", fontsize=9)
+                ax.set_yticks([])
             for i in (i for i, e in enumerate(runs) if e.get("baseline")):
                 ax.axvline(i, color="0.6", linestyle="--", linewidth=0.8)
             ax.set_title(f"{model}: {unit or title}", fontsize=10)
