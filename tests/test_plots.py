@@ -101,6 +101,7 @@ def test_the_trend_of_a_label_free_model_plots_its_fidelity_from_the_history(tmp
     quality = [ax for ax in figure.axes if ax.get_title().startswith("enc: ")][1]
     assert quality.get_title() == "enc: worst output SQNR vs float (dB)"
     assert sorted(line.get_ydata()[0] for line in quality.get_lines() if len(line.get_xdata()) == 2) == [31.0, 140.0]
+    assert {ax.get_xlim() for ax in figure.axes} == {(-0.5, 1.5)}  # every panel spans the whole history
     _no_overlap(figure)
 
 

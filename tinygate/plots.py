@@ -223,6 +223,7 @@ def draw_trend(runs: list[dict]):
                 ax.axvline(i, color="0.6", linestyle="--", linewidth=0.8)
             ax.set_title(f"{model}: {unit or title}", fontsize=10)
             ax.set_xlabel("run")
+            ax.set_xlim(-0.5, len(runs) - 0.5)  # every panel spans the whole history, figures or not
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, prune="upper"))
             ax.grid(alpha=0.3)
     handles["baseline accepted"] = axes[0][0].plot([], [], "--", color="0.6", linewidth=0.8)[0]
