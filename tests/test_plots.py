@@ -36,7 +36,11 @@ def _no_overlap(figure) -> None:
     renderer = figure.canvas.get_renderer()
     ticks = {id(t): ("x", ax) for ax in figure.axes for t in ax.get_xticklabels()}
     ticks |= {id(t): ("y", ax) for ax in figure.axes for t in ax.get_yticklabels()}
-    texts = [t for t in figure.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    undrawn = {id(t) for ax in figure.axes for axis, labels, (lo, hi) in (
+        (0, ax.get_xticklabels(), sorted(ax.get_xlim())), (1, ax.get_yticklabels(), sorted(ax.get_ylim())))
+        for t in labels if not lo - 1e-9 <= t.get_position()[axis] <= hi + 1e-9}  # ticks beyond the limits
+    texts = [t for t in figure.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()
+             and id(t) not in undrawn]
     clashes = []
     for a, b in itertools.combinations(texts, 2):
         ka, kb = ticks.get(id(a)), ticks.get(id(b))
@@ -45,8 +49,8 @@ def _no_overlap(figure) -> None:
         if a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer)):
             clashes.append((a.get_text(), b.get_text()))
     assert not clashes, clashes
-    page = figure.bbox  # legend entries, titles and axis labels (ticks beyond an axis' limits are never drawn)
-    cut = [t.get_text() for t in texts if id(t) not in ticks and not (
+    page = figure.bbox
+    cut = [t.get_text() for t in texts if not (
         page.x0 - 1 <= (box := t.get_window_extent(renderer)).x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0)]
     assert not cut, f"drawn past the picture's edge: {cut}"
 
