@@ -178,10 +178,12 @@ class Browser:
             outputs = web.run(path, digest, (x,), ("image",))   # numpy arrays, in the model's output order
     """
 
-    threads = 1  # WebAssembly threads need cross-origin isolation, which many sites lack: one, as most users get
     KEEP_BYTES = 512 << 20  # outputs kept per process: quality, fidelity and the web-vs-Python check share them
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        # WebAssembly threads need cross-origin isolation, which many sites lack: one for timing, as most users get;
+        # an evaluation (outputs, not times) takes the cores it may use (Chromium fixes the count per page)
+        self.threads = threads
         self._server: _Server | None = None
         self._pid: int | None = None  # Chromium's browser process
         self._profile: Path | None = None  # its --user-data-dir
@@ -210,8 +212,6 @@ class Browser:
         return self
 
     def _start(self) -> None:
-        from playwright.sync_api import sync_playwright
-
         self._server = _Server()
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         html = (HERE / "page.html").read_bytes().replace(b"/PREFIX", self._server.prefix.encode())
@@ -222,7 +222,7 @@ class Browser:
         args = ["--disable-dev-shm-usage"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox
             args.append("--no-sandbox")
-        self._pw = sync_playwright().start()
+        self._pw = _playwright_acquire()
         # Playwright talks to Chromium over a pipe: no DevTools port that another local process could drive
         self._browser = self._pw.chromium.launch(executable_path=str(chromium_path()), headless=True, args=args,
                                                  timeout=START_SECONDS * 1000)
@@ -255,7 +255,7 @@ class Browser:
         self._evaluate("(url) => window.tinygate.release(url)", url, "warm-up")
 
     def __exit__(self, *exc) -> None:
-        for close in (getattr(self._browser, "close", None), self._kill, getattr(self._pw, "stop", None),
+        for close in (getattr(self._browser, "close", None), self._kill, self._pw and _playwright_release,
                       getattr(self._server, "shutdown", None), getattr(self._server, "server_close", None)):
             if close is not None:
                 try:
@@ -483,34 +483,51 @@ def _profile_of(pid: int) -> Path | None:
     return Path(found[0]) if found else None
 
 
-_shared: Browser | None = None
+_shared: dict[int, Browser] = {}
 _failed: GateError | None = None
+_pw: list = [None, 0]  # Playwright's driver and how many browsers use it: its sync API runs one per thread
 
 
-def shared() -> Browser:
-    """The process's one browser, started on first use and closed at exit; one that failed to start is not tried
-    again (every web check repeats its one line), and one that was stopped is started afresh."""
-    global _shared, _failed
+def _playwright_acquire():
+    from playwright.sync_api import sync_playwright
+
+    if _pw[0] is None:
+        _pw[0] = sync_playwright().start()
+    _pw[1] += 1
+    return _pw[0]
+
+
+def _playwright_release() -> None:
+    _pw[1] -= 1
+    if _pw[1] <= 0:
+        driver, _pw[0], _pw[1] = _pw[0], None, 0
+        driver.stop()
+
+
+def shared(threads: int = 1) -> Browser:
+    """The process's browser of that many WebAssembly threads (one: what timing and loading use; an evaluation asks
+    for its cores: 99 -> 59 ms an image on two), started on first use and closed at exit; one that failed to start
+    is not tried again (every web check repeats its one line), and one that was stopped is started afresh."""
+    global _failed
     if _failed is not None:
         raise _failed
-    if _shared is not None and not _shared.alive:
-        _shared.__exit__(None, None, None)
-        _shared = None
-    if _shared is None:
+    if threads in _shared and not _shared[threads].alive:
+        _shared.pop(threads).__exit__(None, None, None)
+    if threads not in _shared:
         try:
-            _shared = Browser().__enter__()
+            _shared[threads] = Browser(threads).__enter__()
         except GateError as exc:
             _failed = exc
             raise
         import atexit
 
         atexit.register(_close)
-    return _shared
+    return _shared[threads]
 
 
 def _close() -> None:
-    if _shared is not None:
-        _shared.__exit__(None, None, None)
+    while _shared:
+        _shared.popitem()[1].__exit__(None, None, None)
 
 
 def web_artifact(art):
@@ -534,14 +551,14 @@ def native_artifact(art):
 
 
 def runner_all(art, threads: int = 1):
-    """A function from input arrays to every output, computed by onnxruntime-web in the shared page (one thread
-    whatever `threads` asks: Browser.threads)."""
-    web = shared()
+    """A function from input arrays to every output, computed by onnxruntime-web in the shared page of `threads`
+    WebAssembly threads (outputs only: timing in the page is web.py's, on one thread)."""
+    web = shared(threads)
     web.load(art.path, art.digest)
     names = tuple(web._io[art.digest][0])  # the graph's inputs, read once by load
     def run(*xs):
-        return shared().run(art.path, art.digest, xs, names)
-    run.many = lambda samples: shared().run_many(art.path, art.digest, samples, names)  # evaluate's whole set
+        return shared(threads).run(art.path, art.digest, xs, names)
+    run.many = lambda samples: shared(threads).run_many(art.path, art.digest, samples, names)  # the whole set
     return run
 
 
