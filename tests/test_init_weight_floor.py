@@ -62,3 +62,28 @@ def test_init_holds_a_low_weight_sqnr_where_it_is_and_the_gate_passes_then_fails
     assert failed.returncode == 1, failed.output
     assert re.search(r"outlier-int8_dynamic: worst quantized weight's SQNR [\d.]+ dB is below the floor "
                      rf"{floor:g} dB", failed.output), failed.output
+
+
+def test_the_floor_init_writes_is_never_below_zero_and_a_weight_check_that_raises_keeps_the_variant(monkeypatch):
+    """A weight SQNR under 3 dB would give a negative floor, which the config refuses (init would write nothing);
+    a check that cannot read the weights is said in the variant's warning, not taken for a broken model."""
+    from types import SimpleNamespace
+
+    from tinygate import checks, init
+    from tinygate.checks import Check
+
+    step = SimpleNamespace(name="ort_int8_dynamic", params={"reduce_range": True})
+    gate = SimpleNamespace(variant=lambda v: v)
+    monkeypatch.setattr(checks, "weight_sqnr", lambda run: [Check("m", "v", "min_weight_sqnr_db", 2.8, 24.0, "dB",
+                                                                  "fail", "onnx", "worst tensor W_quantized")])
+    figures, budgets = {}, {}
+    said = init._weight_floor(gate, None, step, figures, budgets)
+    assert budgets == {"min_weight_sqnr_db": 0.0} and figures == {"weight_sqnr_db": 2.8}
+    assert "W_quantized) is at 2.8 dB SQNR, under the default floor of 24 dB; per_channel = true" in said
+
+    def unreadable(run):
+        raise ValueError("quantized tensor(s) X match no float weight")
+    monkeypatch.setattr(checks, "weight_sqnr", unreadable)
+    budgets = {}
+    said = init._weight_floor(gate, None, step, {}, budgets)
+    assert budgets == {} and "could not read it (ValueError: quantized tensor(s) X match" in said

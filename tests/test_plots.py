@@ -164,3 +164,17 @@ def test_the_summary_tables_download_time_per_profile_with_what_was_measured():
     assert "| variant | slow_3g | 4g |" in table
     assert "| beauty-int8 | 0.7 [0.72] | 0.1 |" in table and "| beauty-float | 2.5 | 0.2 |" in table
 
+
+
+def test_only_the_float_is_the_reference_and_one_trend_line_never_mixes_psnr_with_sqnr(tmp_path):
+    figures = {"enc-float": FIGURES["enc-float"], "enc-lost": {"model": "enc", "variant": "lost", "size_kb": 90.0},
+               "enc-same": {"model": "enc", "variant": "same", "size_kb": 310.0,
+                            "fidelity": {"emb": {"sqnr_db": float("inf")}}}}
+    legend = [t.get_text() for t in plots.draw_results(figures, {}, TASKS).legends[0].get_texts()]
+    assert {"float (the reference: size only)", "lost (quality not measured here)",
+            "same (identical to the float model)"} <= set(legend)
+    runs = [{"variants": {"beauty-int8": {"model": "beauty", "psnr_db": 38.2, "worst_output_sqnr_db": 31.0}}},
+            {"variants": {"beauty-int8": {"model": "beauty", "worst_output_sqnr_db": 30.0}}}]
+    quality = plots.draw_trend(runs).axes[1]
+    assert quality.get_title() == "beauty: mean PSNR (dB)"
+    assert [list(line.get_ydata()) for line in quality.get_lines() if len(line.get_xdata())] == [[38.2]]

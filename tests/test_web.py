@@ -191,3 +191,35 @@ def test_a_model_that_never_ends_on_a_later_input_is_stopped_at_the_limit_of_one
     assert run.line("ran past 3 s in the browser and was stopped (--gate-max-call-seconds)")
     took = float(run.line("s call     model_tests/test_web.py::test_web_matches_onnxruntime").split("s")[0])
     assert took < 20, run.output
+
+
+def test_a_browser_that_fails_to_start_for_one_thread_count_does_not_refuse_the_other(monkeypatch):
+    """Evaluation and timing keep a browser each (WebAssembly threads are fixed per page): the evaluation's failing
+    to start is said on every evaluation, and timing still gets its one-thread browser; each is tried once."""
+    from tinygate.errors import GateError
+
+    starts: list[int] = []
+
+    class Fake:
+        alive = True
+
+        def __init__(self, threads=1):
+            self.threads = threads
+
+        def __enter__(self):
+            starts.append(self.threads)
+            if self.threads > 1:
+                raise GateError("chromium", browser.BACKEND, "the browser did not start: no threads here")
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(browser, "Browser", Fake)
+    monkeypatch.setattr(browser, "_shared", {})
+    monkeypatch.setattr(browser, "_failed", {})
+    for _ in range(2):
+        with pytest.raises(GateError, match="no threads here"):
+            browser.shared(2)
+        assert browser.shared(1).threads == 1
+    assert starts == [2, 1]

@@ -178,7 +178,7 @@ class Browser:
             outputs = web.run(path, digest, (x,), ("image",))   # numpy arrays, in the model's output order
     """
 
-    KEEP_BYTES = 512 << 20  # outputs kept per process: quality, fidelity and the web-vs-Python check share them
+    KEEP_BYTES = 512 << 20  # outputs kept per browser: quality, fidelity and the web-vs-Python check share them
 
     def __init__(self, threads: int = 1) -> None:
         # WebAssembly threads need cross-origin isolation, which many sites lack: one for timing, as most users get;
@@ -484,7 +484,7 @@ def _profile_of(pid: int) -> Path | None:
 
 
 _shared: dict[int, Browser] = {}
-_failed: GateError | None = None
+_failed: dict[int, GateError] = {}  # by thread count: a browser that did not start is not tried again
 _pw: list = [None, 0]  # Playwright's driver and how many browsers use it: its sync API runs one per thread
 
 
@@ -508,16 +508,15 @@ def shared(threads: int = 1) -> Browser:
     """The process's browser of that many WebAssembly threads (one: what timing and loading use; an evaluation asks
     for its cores: 99 -> 59 ms an image on two), started on first use and closed at exit; one that failed to start
     is not tried again (every web check repeats its one line), and one that was stopped is started afresh."""
-    global _failed
-    if _failed is not None:
-        raise _failed
+    if threads in _failed:
+        raise _failed[threads]
     if threads in _shared and not _shared[threads].alive:
         _shared.pop(threads).__exit__(None, None, None)
     if threads not in _shared:
         try:
             _shared[threads] = Browser(threads).__enter__()
         except GateError as exc:
-            _failed = exc
+            _failed[threads] = exc
             raise
         import atexit
 

@@ -113,8 +113,10 @@ def draw_results(figures: dict[str, dict], budgets: dict[str, dict[str, float]],
             y = quality_of(fig, task)
             if y is None:  # not measured here (or the reference of a label-free model): a line at its size
                 ax.axvline(fig["size_kb"], color=colours[name], linestyle=":", linewidth=1.2)
-                why = "the reference: size only" if task == "fidelity" and not fig.get("fidelity") else \
-                    "quality not measured here"
+                sqnr = [f.get("sqnr_db") for f in (fig.get("fidelity") or {}).values() if isinstance(f, dict)]
+                why = ("the reference: size only" if task == "fidelity" and name == "float" and not sqnr else
+                       "identical to the float model" if sqnr and all(s == float("inf") for s in sqnr) else
+                       "quality not measured here")
                 handles.setdefault(f"{name} ({why})", ax.plot([], [], ":", color=colours[name])[0])
                 continue
             points.append((fig["size_kb"], y))
@@ -201,17 +203,18 @@ def draw_trend(runs: list[dict]):
                                 layout="constrained")
     handles = {}
     for row, model in zip(axes, models, strict=True):
+        mine = [v for e in runs for v in e["variants"].values() if v.get("model") == model]
         for ax, (title, keys) in zip(row, TREND_PANELS, strict=True):
-            unit = ""
+            # one figure per panel and model: the first of `keys` any run has (never PSNR and SQNR on one line)
+            key = next((k for k in keys if any(isinstance(v.get(k), int | float) for v in mine)), None)
+            unit = TREND_UNITS.get(key, title) if key else ""
             for vid in sorted({vid for e in runs for vid, v in e["variants"].items() if v.get("model") == model}):
                 xs, ys = [], []
                 for i, e in enumerate(runs):
                     v = e["variants"].get(vid, {})
-                    key = next((k for k in keys if isinstance(v.get(k), int | float)), None)
-                    if key is not None:
+                    if key is not None and isinstance(v.get(key), int | float):
                         xs.append(i)
                         ys.append(v[key])
-                        unit = TREND_UNITS.get(key, title)
                 if xs:
                     name = vid.split("-", 1)[1]
                     handles.setdefault(name, ax.plot(xs, ys, marker="o", markersize=3, color=colours[name])[0])
@@ -224,7 +227,7 @@ def draw_trend(runs: list[dict]):
             ax.set_title(f"{model}: {unit or title}", fontsize=10)
             ax.set_xlabel("run")
             ax.set_xlim(-0.5, len(runs) - 0.5)  # every panel spans the whole history, figures or not
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, prune="upper"))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, prune="upper", min_n_ticks=1))
             ax.grid(alpha=0.3)
     handles["baseline accepted"] = axes[0][0].plot([], [], "--", color="0.6", linewidth=0.8)[0]
     _legend(figure, handles, colours, columns=6)

@@ -310,8 +310,8 @@ def test_latency_absolute_vs_baseline(artifact, gate_baseline, variant_baseline,
             verdict = regression.Verdict(False, verdict.figure, f"unknown: machine busy: {verdict.detail}, but "
                                                                 f"timed interleaved with the baseline's artifact in "
                                                                 f"this run the ratio is {interleaved.figure:.3f}")
-            gate_recorder.note(f"{variant.id}: latency versus the stored baseline unknown: machine busy (the "
-                               f"stored-p50 check passes, not judged): "
+            gate_recorder.note(f"{variant.id}: latency versus the stored baseline unknown: machine busy "
+                               f"(recorded as a pass: a busy machine's p50 cannot judge it): "
                                f"{verdict.detail.removeprefix('unknown: machine busy: ')}")
     _record(gate_recorder, variant, "latency_p50_vs_baseline", verdict, s.absolute_slowdown_pct, "%",
             verdict.detail, "<=")
