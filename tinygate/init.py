@@ -234,9 +234,8 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
         scratch.unlink()
     model = cfg.models[name]
     cache = Cache((args.cache_dir or cfg_path.parent / ".tinygate-cache").resolve())
-    gate = Gate(cfg, cache_dir=cache.root)  # the gate's own weight-SQNR check, on the same cached artifacts
-    ctx = pipeline.Context(model, cache)
-    data = ctx.evaluation()
+    gate = Gate(cfg, cache_dir=cache.root)  # builds each candidate as the gate will, and runs its weight check
+    data = pipeline.Context(model, cache).evaluation()
     float_art = pipeline.float_artifact(model)
     float_quality = _quality(float_art, model, data, cache) if task != "fidelity" else {}
     out = [Measured("float", [], _budgets({"size_kb": float_art.disk_bytes() / 1000, **float_quality}, {}),
@@ -245,9 +244,7 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
         if variant.is_float:
             continue
         try:
-            art = float_art
-            for step in variant.steps:
-                art = pipeline.apply_step(art, step, ctx)
+            art = gate.variant(variant).chain()[-1]
             figures = {"size_kb": art.disk_bytes() / 1000}
             fid = evaluate.fidelity(art, float_art, model, data, cache)
             figures["sqnr_db"] = min(r.sqnr_db for r in fid)

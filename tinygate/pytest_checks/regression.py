@@ -307,11 +307,10 @@ def test_latency_absolute_vs_baseline(artifact, gate_baseline, variant_baseline,
     if verdict.regressed:
         interleaved, _ = _interleaved(artifact, gate_baseline, variant_baseline, variant_run, gate_threads)
         if not interleaved.regressed:
-            verdict = regression.Verdict(False, verdict.figure, f"unknown: machine busy: {verdict.detail}, but "
-                                                                f"timed interleaved with the baseline's artifact in "
-                                                                f"this run the ratio is {interleaved.figure:.3f}")
-            gate_recorder.note(f"{variant.id}: latency versus the stored baseline unknown: machine busy "
-                               f"(recorded as a pass: a busy machine's p50 cannot judge it): "
-                               f"{verdict.detail.removeprefix('unknown: machine busy: ')}")
+            why = (f"{verdict.detail}, but timed interleaved with the baseline's artifact in this run the ratio is "
+                   f"{interleaved.figure:.3f}")
+            verdict = regression.Verdict(False, verdict.figure, f"unknown: machine busy: {why}")
+            gate_recorder.note(f"{variant.id}: latency versus the stored baseline unknown: machine busy (recorded as "
+                               f"a pass: a busy machine's p50 cannot judge it): {why}")
     _record(gate_recorder, variant, "latency_p50_vs_baseline", verdict, s.absolute_slowdown_pct, "%",
             verdict.detail, "<=")
