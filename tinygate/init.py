@@ -1,9 +1,10 @@
 """`tinygate init MODEL`: write a gate.toml entry for a model, budgets set from its measured figures.
 
 It builds the usual variants of the model (ONNX Runtime graph optimization, fp16, dynamic and static int8;
-for a PyTorch model, export first and PyTorch int8), measures each on the evaluation data, and writes each
-variant's budgets as its current figures plus the margins below, so the first gate run is green and a later
-regression is not. A variant whose step fails on this model is left out, with the reason as a comment.
+for a PyTorch model, export first, PyTorch int8, and Core ML fp16, int8 and 6-bit palettized), measures each on
+the evaluation data, and writes each variant's budgets as its current figures plus the margins below, so the first
+gate run is green and a later regression is not. A variant whose step fails on this model is left out, with the
+reason as a comment (Core ML without coremltools: how to install it).
 Absolute latency limits are not written: they belong to a machine (see README, "Latency"); min_speedup, a ratio to
 the float model timed alternately with it, is (at three quarters of today's).
 """
@@ -52,7 +53,11 @@ ONNX_VARIANTS = {"optimized": [{"step": "ort_optimize"}], "fp16": [{"step": "ort
 TORCH_VARIANTS = {"onnx": [{"step": "onnx_export"}, {"step": "ort_optimize"}],
                   "onnx_int8_dynamic": [{"step": "onnx_export"}, {"step": "ort_int8_dynamic", **ORT_INT8_PARAMS}],
                   "onnx_int8_static": [{"step": "onnx_export"}, {"step": "ort_int8_static", **ORT_INT8_PARAMS}],
-                  "torch_int8": [{"step": "torch_int8"}]}
+                  "torch_int8": [{"step": "torch_int8"}],
+                  # Core ML (`pytest model_tests -m coreml`): judged by the MIL interpreter off macOS
+                  "coreml": [{"step": "coreml"}],
+                  "coreml_int8": [{"step": "coreml"}, {"step": "coreml_int8"}],
+                  "coreml_palettize": [{"step": "coreml"}, {"step": "coreml_palettize", "nbits": 6}]}
 
 
 @dataclass
@@ -223,6 +228,11 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
     if not args.calibration:
         candidates = {k: v for k, v in candidates.items() if not any(s["step"] in ("ort_int8_static", "torch_int8")
                                                                      for s in v)}
+    left_out = []
+    if any(s["step"] == "coreml" for v in candidates.values() for s in v) and not _importable("coremltools"):
+        left_out = [Measured(k, v, {}, {}, "coremltools is not installed (pip install 'tinygate[coreml]')")
+                    for k, v in candidates.items() if any(s["step"] == "coreml" for s in v)]
+        candidates = {k: v for k, v in candidates.items() if not any(s["step"] == "coreml" for s in v)}
     scratch = cfg_path.parent / f".tinygate-init-{name}.toml"
     text = header + f"[models.{name}.variants.float]\nsteps = []\nbudgets = {{}}\n"
     for vname, steps in candidates.items():
@@ -276,7 +286,13 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             first = (str(exc).strip().splitlines() or [""])[0]
             first = re.sub(r"[^\x20-\x7e]", "", re.sub(r"\x1b\[[0-9;]*m", "", first))  # a TOML comment line
             out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}"))
-    return out
+    return out + left_out
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _weight_floor(gate, variant, quantizer, figures: dict, budgets: dict) -> str:
@@ -391,7 +407,8 @@ def _q(text: str) -> str:
 def _variant_text(model: str, m: Measured) -> str:
     head = f"\n[models.{model}.variants.{m.name}]\n"
     if m.problem:
-        return (f"\n# variant {m.name} ({_toml(m.steps)}) left out: it failed on this model: {m.problem}\n")
+        why = "" if m.problem.startswith("coremltools is not installed") else "it failed on this model: "
+        return f"\n# variant {m.name} ({_toml(m.steps)}) left out: {why}{m.problem}\n"
     figures = ", ".join(f"{k} {v:.4g}" for k, v in m.figures.items())
     warning = f"# WARNING: {m.warning}\n" if m.warning else ""
     return f"{head}# measured: {figures}\n{warning}steps = {_toml(m.steps)}\nbudgets = {_toml(m.budgets)}\n"

@@ -250,7 +250,9 @@ def _logged():
         def emit(self, record: logging.LogRecord) -> None:
             kept.append(f"{record.levelname}: {record.getMessage()}")
 
-    loggers = [logging.getLogger(), logging.getLogger("torch")]  # torch's logger keeps handlers of its own
+    loggers = [logging.getLogger(), logging.getLogger("torch")] + [  # torch's loggers keep handlers of their own
+        logger for name, logger in list(logging.root.manager.loggerDict.items())
+        if name.startswith("torch.") and isinstance(logger, logging.Logger) and logger.handlers]
     saved = [logger.handlers[:] for logger in loggers]
     for logger in loggers:
         logger.handlers = [Keep(logging.WARNING)]
