@@ -68,6 +68,8 @@ class Measured:
     figures: dict[str, float]
     problem: str = ""  # the variant could not be built or measured: left out
     warning: str = ""  # measured, but already far from the float model
+    because: str = "it failed on this model"  # what a problem means, in the comment that leaves the variant out
+    measured_on: str = ""  # a backend worth naming: the MIL interpreter, whose error is a device's lower bound
 
 
 def main_args(args: argparse.Namespace) -> int:
@@ -230,7 +232,8 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
                                                                      for s in v)}
     left_out = []
     if any(s["step"] == "coreml" for v in candidates.values() for s in v) and not _importable("coremltools"):
-        left_out = [Measured(k, v, {}, {}, "coremltools is not installed (pip install 'tinygate[coreml]')")
+        left_out = [Measured(k, v, {}, {}, "pip install 'tinygate[coreml]', remove this model's entry and run "
+                                           "tinygate init again", because="coremltools is not installed")
                     for k, v in candidates.items() if any(s["step"] == "coreml" for s in v)]
         candidates = {k: v for k, v in candidates.items() if not any(s["step"] == "coreml" for s in v)}
     scratch = cfg_path.parent / f".tinygate-init-{name}.toml"
@@ -278,14 +281,20 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
                 warning += ("; " if warning else "") + (f"it runs {1 / figures['speedup']:.2f}x slower than the float "
                                                         "model on this machine")
             budgets = _budgets(figures, float_quality)
+            if art.kind == "mlpackage":  # Core ML is timed on macOS only: a min_speedup would fail CI on Linux
+                budgets.pop("min_speedup", None)
             if quantizer := next((s for s in variant.steps if s.name in QUANTIZING_STEPS), None):
                 said = _weight_floor(gate, variant, quantizer, figures, budgets)
                 warning += ("; " if warning and said else "") + said
-            out.append(Measured(vname, candidates[vname], budgets, figures, warning=warning))
+            on = artifacts.backend_name(art.kind, art.meta) if art.kind == "mlpackage" else ""
+            out.append(Measured(vname, candidates[vname], budgets, figures, warning=warning,
+                                measured_on=on if on == artifacts.MIL_INTERPRETER else ""))
         except Exception as exc:  # the step does not suit this model: leave the variant out, saying why
             first = (str(exc).strip().splitlines() or [""])[0]
             first = re.sub(r"[^\x20-\x7e]", "", re.sub(r"\x1b\[[0-9;]*m", "", first))  # a TOML comment line
-            out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}"))
+            unsupported = "the MIL interpreter does not support" in first
+            out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}",
+                                because="it cannot be judged off macOS" if unsupported else Measured.because))
     return out + left_out
 
 
@@ -407,11 +416,11 @@ def _q(text: str) -> str:
 def _variant_text(model: str, m: Measured) -> str:
     head = f"\n[models.{model}.variants.{m.name}]\n"
     if m.problem:
-        why = "" if m.problem.startswith("coremltools is not installed") else "it failed on this model: "
-        return f"\n# variant {m.name} ({_toml(m.steps)}) left out: {why}{m.problem}\n"
+        return f"\n# variant {m.name} ({_toml(m.steps)}) left out: {m.because}: {m.problem}\n"
     figures = ", ".join(f"{k} {v:.4g}" for k, v in m.figures.items())
     warning = f"# WARNING: {m.warning}\n" if m.warning else ""
-    return f"{head}# measured: {figures}\n{warning}steps = {_toml(m.steps)}\nbudgets = {_toml(m.budgets)}\n"
+    on = f" (on the {m.measured_on}: a device's error can be larger)" if m.measured_on else ""
+    return f"{head}# measured{on}: {figures}\n{warning}steps = {_toml(m.steps)}\nbudgets = {_toml(m.budgets)}\n"
 
 
 SCAFFOLD = {  # the layout of a gated project; a file that exists is left as it is
