@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,19 +62,36 @@ def all_cores(threads: int):
             torch.set_num_threads(before if before is not None else threads)
 
 
-def per_sample(art: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
-    """Every output of the artifact on each sample, sample-major (the browser takes them in chunks, a request each
-    way per chunk)."""
+PROGRESS_EVERY_S = 10.0  # a longer pass over the evaluation set says how far it is, this often
+
+
+def per_sample(art: Artifact, data: Dataset, threads: int,
+               progress: Callable[[str], None] | None = None) -> list[list[np.ndarray]]:
+    """Every output of the artifact on each sample, sample-major (the browser takes them in chunks of 64, a
+    request each way per chunk). A pass that runs past PROGRESS_EVERY_S tells `progress` how far it is."""
+    samples = [data.sample(i) for i in range(len(data))]
     with all_cores(threads) as n:
         run = runner_all(art, n)
         if hasattr(run, "many"):
-            return run.many([data.sample(i) for i in range(len(data))])
-        return [run(*data.sample(i)) for i in range(len(data))]
+            step, call = 64, run.many
+        else:
+            step, call = 1, lambda xs: [run(*x) for x in xs]
+        out: list[list[np.ndarray]] = []
+        start = said = time.monotonic()
+        for at in range(0, len(samples), step):
+            out += call(samples[at:at + step])
+            now = time.monotonic()
+            if progress is not None and now - said >= PROGRESS_EVERY_S and len(out) < len(samples):
+                left = (now - start) / len(out) * (len(samples) - len(out))
+                progress(f"{len(out)} of {len(samples)} inputs in {now - start:.0f} s, about {left:.0f} s to go")
+                said = now
+        return out
 
 
-def outputs_of(art: Artifact, data: Dataset, threads: int) -> np.ndarray:
+def outputs_of(art: Artifact, data: Dataset, threads: int,
+               progress: Callable[[str], None] | None = None) -> np.ndarray:
     """The artifact's first output on every sample, concatenated along the batch."""
-    return np.concatenate([outs[0] for outs in per_sample(art, data, threads)])
+    return np.concatenate([outs[0] for outs in per_sample(art, data, threads, progress)])
 
 
 def outputs_all(art: Artifact, data: Dataset, threads: int) -> list[np.ndarray]:
@@ -136,9 +154,9 @@ def score(art: Artifact, model: Model, data: Dataset, cache: Cache, threads: int
         if progress is not None:
             progress(f"evaluating on {len(data)} inputs ({backend_name(art.kind, art.meta)})")
         if reference is not None and reference.digest == art.digest:  # the float model: its outputs are kept
-            outputs = np.concatenate([outs[0] for outs in _float_outputs(art, data, threads)])
+            outputs = np.concatenate([outs[0] for outs in _float_outputs(art, data, threads, progress)])
         else:
-            outputs = outputs_of(art, data, threads)
+            outputs = outputs_of(art, data, threads, progress)
         np.savez(out / "scores.npz", **_score_values(art, model, data, outputs))
 
     entry = cache.get_or_build(key, build)
@@ -162,16 +180,14 @@ _reference_outputs: dict[tuple[str, str], list[list[np.ndarray]]] = {}  # (float
 REFERENCE_BYTES = 256 << 20  # kept for the process: tinybeauty's float outputs are 78 MB, digits' 20 KB
 
 
-def _float_outputs(reference: Artifact, data: Dataset, threads: int) -> list[list[np.ndarray]]:
+def _float_outputs(reference: Artifact, data: Dataset, threads: int,
+                   progress: Callable[[str], None] | None = None) -> list[list[np.ndarray]]:
     """Every output of the reference (the float model) on every sample, sample-major; kept for the process, the
     most recent first to stay, under REFERENCE_BYTES, so each variant's pass reuses them (one set at a time was
     not enough: the tests run model by model within each check, and each model evicted the other's)."""
     key = (reference.digest, data.digest())
     if key not in _reference_outputs:
-        with all_cores(threads) as n:
-            run = runner_all(reference, n)
-            outputs = [run(*data.sample(i)) for i in range(len(data))]
-        _reference_outputs[key] = outputs
+        _reference_outputs[key] = per_sample(reference, data, threads, progress)
         while len(_reference_outputs) > 1 and sum(a.nbytes for outs in _reference_outputs.values() for sample in outs
                                                   for a in sample) > REFERENCE_BYTES:
             del _reference_outputs[next(iter(_reference_outputs))]  # the oldest
@@ -190,10 +206,10 @@ def _measure(art: Artifact, reference: Artifact, model: Model, data: Dataset, ca
     if progress is not None:
         progress(f"evaluating on {len(data)} inputs and comparing with the float model "
                  f"({backend_name(art.kind, art.meta)})")
-    outputs = per_sample(art, data, threads)  # the variant first: its own failure is the one to report
+    outputs = per_sample(art, data, threads, progress)  # the variant first: its own failure is the one to report
     if progress is not None and (reference.digest, data.digest()) not in _reference_outputs:
         progress(f"running the float model on {len(data)} inputs ({backend_name(reference.kind, reference.meta)})")
-    refs = _float_outputs(reference, data, threads)
+    refs = _float_outputs(reference, data, threads, progress and (lambda said: progress(f"the float model: {said}")))
     acc = [fidelity_.Accumulator(name, model.class_axis) for name in model.output_names]
     for mine, ref in zip(outputs, refs, strict=True):
         if len(mine) != len(acc) or len(ref) != len(acc):
