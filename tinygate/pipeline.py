@@ -252,7 +252,8 @@ def _logged():
 
     loggers = [logging.getLogger(), logging.getLogger("torch")] + [  # torch's loggers keep handlers of their own
         logger for name, logger in list(logging.root.manager.loggerDict.items())
-        if name.startswith("torch.") and isinstance(logger, logging.Logger) and logger.handlers]
+        if name.startswith("torch.") and name != "torch.__trace"  # TORCH_TRACE's records go where asked
+        and isinstance(logger, logging.Logger) and logger.handlers]
     saved = [logger.handlers[:] for logger in loggers]
     for logger in loggers:
         logger.handlers = [Keep(logging.WARNING)]
