@@ -165,3 +165,27 @@ def run_gate(tmp_path: Path):
     def run(config: Path, *args: str, cache: Path | None = None, env: dict | None = None) -> GateRun:
         return gate_process(tmp_path, config, *args, cache=cache, env=env)
     return run
+
+
+@pytest.fixture
+def mlp_project(tmp_path: Path, monkeypatch):
+    """A folder with a factory module `mlp` (a two-layer MLP of the given widths), its seeded weights as
+    mlp.safetensors and `samples` evaluation inputs as eval.npz; the module imports as is."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    def make(inputs: int, hidden: int, outputs: int, samples: int) -> Path:
+        (tmp_path / "mlp.py").write_text(
+            "import torch\n\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear("
+            f"{inputs}, {hidden}), torch.nn.ReLU(), torch.nn.Linear({hidden}, {outputs}))\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "mlp", raising=False)  # another test's widths
+        import mlp
+
+        torch.manual_seed(0)
+        save_file(mlp.build().state_dict(), tmp_path / "mlp.safetensors")
+        np.savez(tmp_path / "eval.npz",
+                 inputs=np.random.default_rng(0).random((samples, inputs), dtype=np.float32))
+        return tmp_path
+    return make

@@ -7,22 +7,13 @@ import re
 import time
 
 import numpy as np
-import torch
-from safetensors.torch import save_file
 
 from tinygate import Gate, evaluate
 
-NET = '''
-import torch
-
-def build():
-    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-'''
-
 CONFIG = """
 [models.net]
-factory = "net:build"
-weights = "net.safetensors"
+factory = "mlp:build"
+weights = "mlp.safetensors"
 task = "fidelity"
 input = { name = "x", shape = [1, 4] }
 output = { name = "y" }
@@ -66,14 +57,8 @@ def test_a_long_pass_says_how_far_it_is_and_a_short_one_does_not(monkeypatch):
     assert said == []
 
 
-def test_the_gate_says_it_for_the_variant_and_for_its_float_model(tmp_path, monkeypatch):
-    (tmp_path / "net.py").write_text(NET)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import net
-
-    torch.manual_seed(0)
-    save_file(net.build().state_dict(), tmp_path / "net.safetensors")
-    np.savez(tmp_path / "eval.npz", inputs=np.random.default_rng(0).random((3, 4), dtype=np.float32))
+def test_the_gate_says_it_for_the_variant_and_for_its_float_model(mlp_project, monkeypatch):
+    tmp_path = mlp_project(4, 8, 2, samples=3)
     (tmp_path / "gate.toml").write_text(CONFIG)
     monkeypatch.setattr(evaluate, "PROGRESS_EVERY_S", 0.0)
     gate = Gate(tmp_path / "gate.toml", cache_dir=tmp_path / "cache")

@@ -300,7 +300,7 @@ def runner_all(art: Artifact, threads: int = 1) -> Callable[..., list[np.ndarray
         try:
             interpreter = Interpreter(art.path)
         except UnsupportedOps as exc:
-            raise GateError(art.path, None, str(exc).split(": ", 1)[1]) from None
+            raise GateError(art.path, None, str(exc).split(": ", 1)[1]) from exc  # the cause: init says "off macOS"
         in_names = interpreter.input_names
         return lambda *xs: [v.astype(np.float32) for v in
                             map(interpreter(dict(zip(in_names, xs, strict=True))).get, interpreter.output_names)]

@@ -12,6 +12,7 @@ the float model timed alternately with it, is (at three quarters of today's).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from tinygate.budgets import QUANTIZING_STEPS
 from tinygate.cache import Cache
 from tinygate.errors import GateError
 from tinygate.gate import Gate
+from tinygate.mil import UnsupportedOps
 from tinygate.steps import ORT_INT8_PARAMS
 
 MARGINS = {  # how far each written budget sits from the figure measured today
@@ -231,11 +233,12 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
         candidates = {k: v for k, v in candidates.items() if not any(s["step"] in ("ort_int8_static", "torch_int8")
                                                                      for s in v)}
     left_out = []
-    if any(s["step"] == "coreml" for v in candidates.values() for s in v) and not _importable("coremltools"):
-        left_out = [Measured(k, v, {}, {}, "pip install 'tinygate[coreml]', remove this model's entry and run "
-                                           "tinygate init again", because="coremltools is not installed")
-                    for k, v in candidates.items() if any(s["step"] == "coreml" for s in v)]
-        candidates = {k: v for k, v in candidates.items() if not any(s["step"] == "coreml" for s in v)}
+    if importlib.util.find_spec("coremltools") is None:
+        coreml = {k for k, v in candidates.items() if any(s["step"] == "coreml" for s in v)}
+        left_out = [Measured(k, candidates[k], {}, {}, "pip install 'tinygate[coreml]', remove this model's entry "
+                                                       "and run tinygate init again",
+                             because="coremltools is not installed") for k in coreml]
+        candidates = {k: v for k, v in candidates.items() if k not in coreml}
     scratch = cfg_path.parent / f".tinygate-init-{name}.toml"
     text = header + f"[models.{name}.variants.float]\nsteps = []\nbudgets = {{}}\n"
     for vname, steps in candidates.items():
@@ -266,7 +269,8 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             figures["abs_diff"] = max(r.max_abs_diff for r in fid)
             if task != "fidelity":
                 figures.update(_quality(art, model, data, cache, float_art))
-            if art.kind != "mlpackage" or artifacts.coreml_backend() == artifacts.COREML_RUNTIME:
+            interpreted = art.kind == "mlpackage" and artifacts.coreml_backend() == artifacts.MIL_INTERPRETER
+            if not interpreted:  # the interpreter's speed says nothing about a device
                 if (speedup := _speedup(float_art, art, model)) is not None:
                     figures["speedup"] = speedup
             if any(math.isnan(v) for v in figures.values()):
@@ -286,22 +290,15 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             if quantizer := next((s for s in variant.steps if s.name in QUANTIZING_STEPS), None):
                 said = _weight_floor(gate, variant, quantizer, figures, budgets)
                 warning += ("; " if warning and said else "") + said
-            on = artifacts.backend_name(art.kind, art.meta) if art.kind == "mlpackage" else ""
             out.append(Measured(vname, candidates[vname], budgets, figures, warning=warning,
-                                measured_on=on if on == artifacts.MIL_INTERPRETER else ""))
+                                measured_on=artifacts.MIL_INTERPRETER if interpreted else ""))
         except Exception as exc:  # the step does not suit this model: leave the variant out, saying why
             first = (str(exc).strip().splitlines() or [""])[0]
             first = re.sub(r"[^\x20-\x7e]", "", re.sub(r"\x1b\[[0-9;]*m", "", first))  # a TOML comment line
-            unsupported = "the MIL interpreter does not support" in first
             out.append(Measured(vname, candidates[vname], {}, {}, f"{type(exc).__name__}: {first}",
-                                because="it cannot be judged off macOS" if unsupported else Measured.because))
+                                because="it cannot be judged off macOS" if isinstance(exc.__cause__, UnsupportedOps)
+                                else Measured.because))
     return out + left_out
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def _weight_floor(gate, variant, quantizer, figures: dict, budgets: dict) -> str:
