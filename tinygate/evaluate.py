@@ -132,7 +132,7 @@ def _score_values(art: Artifact, model: Model, data: Dataset, outputs: np.ndarra
         if outputs.shape != data.targets.shape:
             raise GateError(art.path, None, f"output shape {outputs.shape[1:]} does not match "
                                             f"the targets' {data.targets.shape[1:]}")
-        return metrics.image_scores(outputs, data.targets)
+        return metrics.image_scores(outputs, data.targets, workers=eval_threads())
     if data.labels is None:
         raise GateError(f"models.{model.name}.eval", "labels", "a classifier's evaluation set needs labels")
     predictions = outputs.reshape(len(outputs), -1).argmax(1)
