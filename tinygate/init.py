@@ -33,6 +33,8 @@ from tinygate.gate import Gate
 from tinygate.mil import UnsupportedOps
 from tinygate.steps import ORT_INT8_PARAMS
 
+SHRINKING_STEPS = (*QUANTIZING_STEPS, "ort_fp16")  # steps a user takes to make the file smaller
+
 MARGINS = {  # how far each written budget sits from the figure measured today
     "size_pct": 10.0,  # max_size_kb: +10%
     "sqnr_db": 3.0,  # min_output_sqnr_db: -3 dB
@@ -284,6 +286,11 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             if figures.get("speedup", 1.0) < 0.9:
                 warning += ("; " if warning else "") + (f"it runs {1 / figures['speedup']:.2f}x slower than the float "
                                                         "model on this machine")
+            float_kb = out[0].figures["size_kb"]
+            if any(s.name in SHRINKING_STEPS for s in variant.steps) and figures["size_kb"] >= float_kb:
+                warning += ("; " if warning else "") + (
+                    f"it is no smaller on disk than the float model ({figures['size_kb']:.1f} KB against "
+                    f"{float_kb:.1f} KB): on a model this small, the format's overhead outweighs what the step saves")
             budgets = _budgets(figures, float_quality)
             if art.kind == "mlpackage":  # Core ML is timed on macOS only: a min_speedup would fail CI on Linux
                 budgets.pop("min_speedup", None)
