@@ -71,7 +71,7 @@ def per_sample(art: Artifact, data: Dataset, threads: int,
     request each way per chunk). A pass that runs past PROGRESS_EVERY_S tells `progress` how far it is."""
     samples = [data.sample(i) for i in range(len(data))]
     with all_cores(threads) as n:
-        run = runner_all(art, n)
+        run = runner_all(art, n, evaluating=True)
         if hasattr(run, "many"):
             step, call = 64, run.many
         else:
