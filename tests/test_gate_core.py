@@ -195,8 +195,8 @@ def test_a_variant_is_run_once_for_its_scores_and_its_fidelity_and_the_float_mod
     runs: list[str] = []
     real = artifacts.runner_all
 
-    def counting(art, threads=1):
-        run = real(art, threads)
+    def counting(art, threads=1, **how):
+        run = real(art, threads, **how)
 
         def counted(*xs):
             runs.append(art.digest)
@@ -225,7 +225,7 @@ def test_the_float_outputs_of_two_models_are_both_kept_until_they_pass_the_memor
 
     calls: list[str] = []
     monkeypatch.setattr(evaluate, "runner_all",
-                        lambda art, n: lambda *xs: calls.append(art.digest) or [np.zeros(1000, np.float32)])
+                        lambda art, n, **how: lambda *xs: calls.append(art.digest) or [np.zeros(1000, np.float32)])
 
     class Data:
         def __init__(self, name):

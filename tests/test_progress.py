@@ -41,7 +41,7 @@ class _Data:
 
 
 def test_a_long_pass_says_how_far_it_is_and_a_short_one_does_not(monkeypatch):
-    def slow(art, threads):
+    def slow(art, threads, **how):
         return lambda x: (time.sleep(0.02), [x * 2])[1]
 
     monkeypatch.setattr(evaluate, "runner_all", slow)

@@ -91,6 +91,18 @@ def test_psnr_and_ssim_come_from_scikit_image_and_punish_noise():
     assert np.all(worse["psnr"] < scores["psnr"]) and np.all(worse["ssim"] < scores["ssim"])
 
 
+def test_images_scored_in_threads_score_the_same_in_the_same_order():
+    rng = np.random.default_rng(1)
+    target = rng.random((9, 3, 24, 24)).astype(np.float32)
+    out = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1).astype(np.float32) * np.linspace(
+        0.5, 1, 9, dtype=np.float32)[:, None, None, None]  # each image its own score
+    out[4, 1, 2, 3] = np.nan
+    alone, threaded = metrics.image_scores(out, target), metrics.image_scores(out, target, workers=4)
+    for name in ("psnr", "ssim"):
+        np.testing.assert_array_equal(alone[name], threaded[name])
+        assert np.isnan(threaded[name][4]) and np.all(np.diff(np.delete(threaded[name], 4)) > 0)
+
+
 def test_a_non_finite_output_scores_nan_and_nan_is_never_averaged_away():
     target = np.zeros((2, 3, 8, 8), np.float32)
     out = target.copy()

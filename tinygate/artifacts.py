@@ -283,7 +283,7 @@ def runner_all(art: Artifact, threads: int = 1, evaluating: bool = False) -> Cal
                                             if isinstance(out, (tuple, list, dict)) else "")
                 raise GateError(art.path, None, f"the model's forward returned {got}; it must return a tensor, "
                                                 "or a tuple, list or dict of tensors")
-            return [np.ascontiguousarray(t.numpy()) for t in outs]
+            return [np.require(t.numpy(), requirements="C") for t in outs]  # row-major; a 0-d output stays 0-d
         return run
     if art.kind == "onnx":
         import onnxruntime as ort

@@ -289,8 +289,9 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             float_kb = out[0].figures["size_kb"]
             if any(s.name in SHRINKING_STEPS for s in variant.steps) and figures["size_kb"] >= float_kb:
                 warning += ("; " if warning else "") + (
-                    f"it is no smaller on disk than the float model ({figures['size_kb']:.1f} KB against "
-                    f"{float_kb:.1f} KB): on a model this small, the format's overhead outweighs what the step saves")
+                    f"it is no smaller on disk than the float model's own file ({figures['size_kb']:.1f} KB "
+                    f"against {float_kb:.1f} KB): on a tiny model the format's overhead can outweigh what the step "
+                    "saves, or the step found nothing to shrink")
             budgets = _budgets(figures, float_quality)
             if art.kind == "mlpackage":  # Core ML is timed on macOS only: a min_speedup would fail CI on Linux
                 budgets.pop("min_speedup", None)

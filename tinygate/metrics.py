@@ -7,6 +7,7 @@ import numpy as np
 # The PSNR of identical images: finite, so that reports and means stay numbers, and above what any real
 # difference scores (one 8-bit step in one pixel of a 3x256x256 image is about 101 dB).
 PSNR_CAP_DB = 200.0
+SCORING_BYTES = 1 << 30  # images scored at once stay under this: one 4K image at a time, 50 of 256x256
 
 
 def image_scores(outputs: np.ndarray, targets: np.ndarray, workers: int = 1) -> dict[str, np.ndarray]:
@@ -32,7 +33,8 @@ def image_scores(outputs: np.ndarray, targets: np.ndarray, workers: int = 1) -> 
 
     if len(outputs) != len(targets):
         raise ValueError(f"{len(outputs)} outputs for {len(targets)} targets")
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    per_image = outputs[0].size * 8 * 12 if len(outputs) else 1  # SSIM's float64 temporaries, about a dozen
+    with ThreadPoolExecutor(max(1, min(workers, SCORING_BYTES // per_image))) as pool:
         scores = np.array(list(pool.map(one, range(len(outputs)))), dtype=float).reshape(-1, 2)
     return {"psnr": scores[:, 0], "ssim": scores[:, 1]}
 
