@@ -77,7 +77,8 @@ def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_th
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
     rounds = _rounds(variant, run, xs, pytestconfig.getoption("--gate-latency-rounds"))
     before = latency.rss_mb()
-    warmup = 5 if TIMING_BUDGETS & set(variant.budgets) else 2  # a figure's: the first calls are the slow ones
+    # a budget's: 5 warm-up calls; a figure's: none more, as the fixture's check call and _rounds' estimate are two
+    warmup = 5 if TIMING_BUDGETS & set(variant.budgets) else 0
     benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=warmup, iterations=1)
     if benchmark.stats is None and pytestconfig.getoption("benchmark_disable"):
         _no_timing(variant_run, "max_p50_ms")
