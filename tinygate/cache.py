@@ -95,8 +95,11 @@ def _imports(module: str) -> frozenset[Path]:
         seen.add(path)
         if path.name != "__init__.py" and (path.parent / "__init__.py").is_file() and path.parent != package:
             todo.append(".".join(["tinygate", *path.parent.relative_to(package).parts]))
-        todo += _tinygate_imports(path)
+        todo += _package_imports(path)
     return frozenset(seen)
+
+
+_package_imports = functools.cache(_tinygate_imports)  # tinygate's own files, parsed once a process
 
 
 def digest_path(path: Path) -> str:
