@@ -24,7 +24,7 @@ def _timing(variant_run, timed_runner, rounds: int, found: tuple | None = None) 
     return variant_run.gate.once(("timing", variant_run.variant.id), (lambda: found) if found else by_hand)
 
 
-FIGURE_SECONDS = 0.5  # how long a variant with no latency budget is timed: its p50 is a figure, not a verdict
+FIGURE_SECONDS = 0.3  # how long a variant with no latency budget is timed: its p50 is a figure, not a verdict
 
 
 TIMING_BUDGETS = {"max_p50_ms", "max_p95_ms", "max_memory_growth_mb"}
