@@ -65,3 +65,36 @@ def test_a_package_the_interpreter_cannot_run_is_left_out_as_not_judged_off_maco
     for name in CORE_ML:
         assert re.search(rf"^# variant {name} .* left out: it cannot be judged off macOS: GateError: .*the MIL "
                          r"interpreter does not support op\(s\): linear$", text, re.M), text
+
+
+def test_a_model_that_flattens_with_view_of_its_size_is_told_why_core_ml_cannot_convert_it(tmp_path, monkeypatch):
+    """coremltools 9.0 with numpy 2.4 fails on int() of a shape (x.view(x.size(0), -1), the common flatten) with
+    a bare TypeError about 0-dimensional arrays; the step says what it is and the two ways around it."""
+    import sys
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "viewnet.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.conv, self.head = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4 * 8 * 8, 3)\n\n"
+        "    def forward(self, x):\n        y = self.conv(x)\n        return self.head(y.view(y.size(0), -1))\n\n\n"
+        "def build():\n    return Net()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "viewnet", raising=False)
+    import viewnet
+
+    torch.manual_seed(0)
+    save_file(viewnet.build().state_dict(), tmp_path / "mlp.safetensors")
+    np.savez(tmp_path / "eval.npz", inputs=np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32))
+    assert cli.main(["init", str(tmp_path / "mlp.safetensors"), "--factory", "viewnet:build", "--data",
+                     str(tmp_path / "eval.npz"), "--config", str(tmp_path / "gate.toml"), "--cache-dir",
+                     str(tmp_path / "cache")]) == 0
+    text = (tmp_path / "gate.toml").read_text()
+    if "[models.mlp.variants.coreml]" in text:
+        pytest.skip("this coremltools converts int() of a shape (the bug is fixed)")
+    assert re.search(r"^# variant coreml \(.*\) left out: .*only 0-dimensional arrays can be converted to Python "
+                     r"scalars: coremltools [\d.]+ with numpy [\d.]+ cannot convert int\(\) of a shape, as in "
+                     r"x\.view\(x\.size\(0\), -1\) \(coremltools issue 2633, fixed after 9\.0\): flatten with "
+                     r"torch\.flatten\(x, 1\), or install numpy<2\.4$", text, re.M), text

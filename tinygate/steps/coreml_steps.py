@@ -22,10 +22,19 @@ def convert(src: Artifact, params: dict, ctx, out: Path) -> Path:
     with torch.inference_mode():
         traced = torch.jit.trace(model, example)
     precision = ct.precision.FLOAT16 if params["precision"] == "fp16" else ct.precision.FLOAT32
-    mlmodel = ct.convert(traced, convert_to="mlprogram", compute_precision=precision,
-                         inputs=[ct.TensorType(name=n, shape=s) for n, s in ctx.model.inputs],
-                         outputs=[ct.TensorType(name=n) for n in ctx.model.output_names],
-                         minimum_deployment_target=getattr(ct.target, params["target"]))
+    try:
+        mlmodel = ct.convert(traced, convert_to="mlprogram", compute_precision=precision,
+                             inputs=[ct.TensorType(name=n, shape=s) for n, s in ctx.model.inputs],
+                             outputs=[ct.TensorType(name=n) for n in ctx.model.output_names],
+                             minimum_deployment_target=getattr(ct.target, params["target"]))
+    except TypeError as exc:
+        if "only 0-dimensional arrays can be converted" not in str(exc):
+            raise
+        import numpy as np
+
+        raise TypeError(f"{exc}: coremltools {ct.__version__} with numpy {np.__version__} cannot convert int() of "
+                        "a shape, as in x.view(x.size(0), -1) (coremltools issue 2633, fixed after 9.0): flatten "
+                        "with torch.flatten(x, 1), or install numpy<2.4") from exc
     path = out / "model.mlpackage"
     mlmodel.save(str(path))
     return path
