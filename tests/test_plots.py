@@ -138,6 +138,18 @@ def test_the_markdown_figures_table_repeats_no_column():
     assert "worst_output_sqnr_db" in header
 
 
+def test_the_summary_leads_with_what_failed_and_puts_notes_after_it():
+    """A note (a step's choice, a busy machine) explains; it blocks nothing, so it never stands above a failure."""
+    rec = reports.Recorder()
+    rec.checks.append(Check("beauty", "int8", "min_psnr_db", 30.1, 37.5, "dB", "fail", "onnx", op=">="))
+    rec.note("beauty-int8, step ort_int8_static: QDQ: QDQ takes 1.02x QOperator's time")
+    text = reports.markdown(rec, 1)
+    assert text.index("## What failed") < text.index("## Notes") < text.index("QDQ takes") < text.index("## Every")
+    passing = reports.Recorder()
+    passing.note("a note")
+    assert "## Notes" not in reports.markdown(passing, 0) and "- a note" in reports.markdown(passing, 0)
+
+
 def test_download_times_are_drawn_per_profile_in_the_variant_colours_with_budgets_and_no_text_over_text():
     figures = {vid: {**f, "download_s": {"slow_3g": f["size_kb"] / 40, "fast_3g": f["size_kb"] / 160, "4g": 0.1}}
                for vid, f in FIGURES.items()}

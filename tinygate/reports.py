@@ -150,10 +150,11 @@ def markdown(rec: Recorder, exitstatus: int, outcomes: dict[str, int] | None = N
     bad = [c for c in rec.checks if not c.passed]
     verdict = "**blocked**" if bad or exitstatus else "**may ship**"
     lines = [f"# tinygate: {verdict}", "", headline(rec, exitstatus, outcomes), ""]
-    lines += [f"- {n}" for n in rec.notes] + ([""] if rec.notes else [])
     if bad:
         lines += ["## What failed", ""] + [f"- **{c.id}** `{c.check}` {c.verdict}: {c.reason or c.note}" for c in bad]
         lines += [""]
+    if rec.notes:  # after the failures, which lead: a note explains (a step's choice, a busy machine)
+        lines += (["## Notes", ""] if bad else []) + [f"- {n}" for n in rec.notes] + [""]
     lines += ["## Every check", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(rec)]
     if rec.figures:
