@@ -37,6 +37,19 @@ def plain():
 
 def flattening():  # y.view() needs row-major memory: channels-last fails here
     return Net(True)
+
+
+class Slow(Net):
+    def forward(self, x):
+        import time
+
+        SEEN.append(x.is_contiguous())
+        time.sleep(0.5)
+        return self.conv(x)
+
+
+def slow():
+    return Slow(False)
 '''
 
 
@@ -70,3 +83,17 @@ def test_evaluation_matches_the_model_as_given_and_says_which_layout_ran(nets, f
         assert module.SEEN == [False, False]  # channels-last, every call
     else:  # failed once in channels-last, then as given for good
         assert module.SEEN == [False, True, True]
+
+
+def test_a_call_past_the_time_limit_is_not_tried_again_as_given(nets, monkeypatch):
+    """Only a model that fails on channels-last memory is run again with its inputs as given; one stopped by the
+    time limit fails then, once, rather than taking the limit twice."""
+    from tinygate import safety
+    from tinygate.errors import GateError
+
+    module, weights = nets
+    monkeypatch.setattr(safety, "max_call_seconds", lambda: 0.1)
+    run = runner_all(Artifact("torch", weights, digest_path(weights), "layout_nets:slow"), 1, evaluating=True)
+    with pytest.raises(GateError, match="ran past 0.1 s"):
+        run(np.zeros((1, 3, 8, 8), np.float32))
+    assert module.SEEN == [False]

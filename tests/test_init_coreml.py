@@ -95,6 +95,6 @@ def test_a_model_that_flattens_with_view_of_its_size_is_told_why_core_ml_cannot_
     if "[models.mlp.variants.coreml]" in text:
         pytest.skip("this coremltools converts int() of a shape (the bug is fixed)")
     assert re.search(r"^# variant coreml \(.*\) left out: .*only 0-dimensional arrays can be converted to Python "
-                     r"scalars: coremltools [\d.]+ with numpy [\d.]+ cannot convert int\(\) of a shape, as in "
-                     r"x\.view\(x\.size\(0\), -1\) \(coremltools issue 2633, fixed after 9\.0\): flatten with "
-                     r"torch\.flatten\(x, 1\), or install numpy<2\.4$", text, re.M), text
+                     r"scalars: a coremltools [\d.]+ bug with numpy [\d.]+ \(coremltools issues 2633 and 2755\): "
+                     r"install numpy<2\.4; most often it is int\(\) of a shape, as in x\.view\(x\.size\(0\), -1\), "
+                     r"which torch\.flatten\(x, 1\) avoids$", text, re.M), text

@@ -265,18 +265,22 @@ def runner_all(art: Artifact, threads: int = 1, evaluating: bool = False) -> Cal
         channels_last = [evaluating and art.kind == "torch" and any(isinstance(m, torch.nn.Conv2d)
                                                                      for m in model.modules())]
 
+        def call(ts: list) -> object:
+            with torch.inference_mode(), time_limit(max_call_seconds(), art.path,
+                                                    "one inference (--gate-max-call-seconds)"):
+                return model(*ts)
+
         def run(*xs: np.ndarray) -> list[np.ndarray]:
-            limit = max_call_seconds()
-            with torch.inference_mode(), time_limit(limit, art.path, "one inference (--gate-max-call-seconds)"):
-                ts, out = [torch.from_numpy(x) for x in xs], None
-                if channels_last[0]:
-                    try:
-                        out = model(*(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-                                      for t in ts))
-                    except Exception:  # the model needs row-major memory: as given, now and from now on
-                        channels_last[0] = False
-                if not channels_last[0]:
-                    out = model(*ts)
+            ts = [torch.from_numpy(x) for x in xs]
+            if channels_last[0]:
+                try:
+                    out = call([t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in ts])
+                except GateError:  # past the time limit: not tried again
+                    raise
+                except Exception:  # the model needs row-major memory (or fails anyway): as given, from now on
+                    channels_last[0] = False
+            if not channels_last[0]:
+                out = call(ts)
             outs = list(out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out])
             if not outs or not all(isinstance(t, torch.Tensor) for t in outs):
                 got = type(out).__name__ + (f" of {', '.join(sorted({type(t).__name__ for t in outs}))}"

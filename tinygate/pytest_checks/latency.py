@@ -13,13 +13,14 @@ from tinygate.steps.onnx_steps import why_slow
 
 __all__ = ["test_latency", "test_latency_p95_limit", "test_memory_growth_limit", "test_speedup"]
 
-def _timing(variant_run, timed_runner, rounds: int, found: tuple | None = None) -> tuple[np.ndarray, float]:
+def _timing(variant_run, timed_runner, rounds: int, found: tuple | None = None,
+            warmup: int = 5) -> tuple[np.ndarray, float]:
     """Per-call times (s) and the rise of resident memory (MB) across them, measured once per process: the
     timings test_latency took with pytest-benchmark, or the same warm-up and rounds timed by hand."""
     def by_hand():
         run, xs = timed_runner
         before = latency.rss_mb()
-        times = latency.timings(run, xs, rounds, warmup=5)
+        times = latency.timings(run, xs, rounds, warmup=warmup)
         return times, latency.rss_mb() - before
     return variant_run.gate.once(("timing", variant_run.variant.id), (lambda: found) if found else by_hand)
 
@@ -77,15 +78,15 @@ def test_latency(request, timed_runner, benchmark, variant, variant_run, gate_th
     benchmark.extra_info.update(variant=variant.name, backend=variant.backend, threads=gate_threads)
     rounds = _rounds(variant, run, xs, pytestconfig.getoption("--gate-latency-rounds"))
     before = latency.rss_mb()
-    # a budget's: 5 warm-up calls; a figure's: none more, as the fixture's check call and _rounds' estimate are two
-    warmup = 5 if TIMING_BUDGETS & set(variant.budgets) else 0
+    # a budget's: 5 warm-up calls; a figure's: one more after the fixture's check call and _rounds' estimate
+    warmup = 5 if TIMING_BUDGETS & set(variant.budgets) else 1
     benchmark.pedantic(run, args=xs, rounds=rounds, warmup_rounds=warmup, iterations=1)
     if benchmark.stats is None and pytestconfig.getoption("benchmark_disable"):
         _no_timing(variant_run, "max_p50_ms")
     # pytest-benchmark turns itself off under pytest-xdist; this test holds the machine alone there (the plugin's
     # machine lock), so it is timed the same way by hand rather than not at all.
     found = (np.asarray(benchmark.stats.stats.data), latency.rss_mb() - before) if benchmark.stats else None
-    times, growth = _timing(variant_run, timed_runner, rounds, found)
+    times, growth = _timing(variant_run, timed_runner, rounds, found, warmup)
     p50, p95 = (float(np.percentile(times * 1000, q)) for q in (50, 95))
     gate_recorder.figure(variant.id, p50_ms=p50, p95_ms=p95, threads=gate_threads, memory_growth_mb=growth)
     if "max_p50_ms" in variant.budgets:

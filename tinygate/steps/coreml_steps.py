@@ -32,9 +32,9 @@ def convert(src: Artifact, params: dict, ctx, out: Path) -> Path:
             raise
         import numpy as np
 
-        raise TypeError(f"{exc}: coremltools {ct.__version__} with numpy {np.__version__} cannot convert int() of "
-                        "a shape, as in x.view(x.size(0), -1) (coremltools issue 2633, fixed after 9.0): flatten "
-                        "with torch.flatten(x, 1), or install numpy<2.4") from exc
+        raise TypeError(f"{exc}: a coremltools {ct.__version__} bug with numpy {np.__version__} (coremltools issues "
+                        "2633 and 2755): install numpy<2.4; most often it is int() of a shape, as in "
+                        "x.view(x.size(0), -1), which torch.flatten(x, 1) avoids") from exc
     path = out / "model.mlpackage"
     mlmodel.save(str(path))
     return path
