@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -168,24 +169,41 @@ def run_gate(tmp_path: Path):
 
 
 @pytest.fixture
-def mlp_project(tmp_path: Path, monkeypatch):
-    """A folder with a factory module `mlp` (a two-layer MLP of the given widths), its seeded weights as
-    mlp.safetensors and `samples` evaluation inputs as eval.npz; the module imports as is."""
+def torch_project(tmp_path: Path, monkeypatch):
+    """A folder with a factory module of the given source (imported as is, a stale copy of the same name dropped),
+    seeded weights from its `build()` as `<module>.safetensors`, and `samples` evaluation inputs of `shape` as
+    eval.npz."""
     import numpy as np
     import torch
     from safetensors.torch import save_file
 
-    def make(inputs: int, hidden: int, outputs: int, samples: int) -> Path:
-        (tmp_path / "mlp.py").write_text(
-            "import torch\n\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear("
-            f"{inputs}, {hidden}), torch.nn.ReLU(), torch.nn.Linear({hidden}, {outputs}))\n")
+    def make(module: str, source: str, shape: tuple[int, ...], samples: int) -> Path:
+        (tmp_path / f"{module}.py").write_text(source)
         monkeypatch.syspath_prepend(str(tmp_path))
-        monkeypatch.delitem(sys.modules, "mlp", raising=False)  # another test's widths
-        import mlp
-
+        monkeypatch.delitem(sys.modules, module, raising=False)  # another test's module of that name
+        built = importlib.import_module(module).build()
         torch.manual_seed(0)
-        save_file(mlp.build().state_dict(), tmp_path / "mlp.safetensors")
-        np.savez(tmp_path / "eval.npz",
-                 inputs=np.random.default_rng(0).random((samples, inputs), dtype=np.float32))
+        save_file(built.state_dict(), tmp_path / f"{module}.safetensors")
+        np.savez(tmp_path / "eval.npz", inputs=np.random.default_rng(0).random((samples, *shape), dtype=np.float32))
         return tmp_path
     return make
+
+
+@pytest.fixture
+def mlp_project(torch_project):
+    """torch_project of `mlp`, a two-layer MLP of the given widths."""
+    def make(inputs: int, hidden: int, outputs: int, samples: int) -> Path:
+        return torch_project("mlp", "import torch\n\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Linear("
+                             f"{inputs}, {hidden}), torch.nn.ReLU(), torch.nn.Linear({hidden}, {outputs}))\n",
+                             (inputs,), samples)
+    return make
+
+
+def init_project(root: Path, module: str = "mlp") -> str:
+    """`tinygate init` on a torch_project's weights and data, its config and cache beside them: the config written."""
+    from tinygate import cli
+
+    assert cli.main(["init", str(root / f"{module}.safetensors"), "--factory", f"{module}:build", "--data",
+                     str(root / "eval.npz"), "--config", str(root / "gate.toml"), "--cache-dir",
+                     str(root / "cache")]) == 0
+    return (root / "gate.toml").read_text()

@@ -8,8 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from tinygate.artifacts import Artifact, runner_all
 from tinygate.cache import digest_path
@@ -35,6 +33,9 @@ def plain():
     return Net(False)
 
 
+build = plain  # the weights every factory here loads
+
+
 def flattening():  # y.view() needs row-major memory: channels-last fails here
     return Net(True)
 
@@ -54,16 +55,11 @@ def slow():
 
 
 @pytest.fixture
-def nets(tmp_path, monkeypatch):
-    (tmp_path / "layout_nets.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "layout_nets", raising=False)
-    import layout_nets
-
-    torch.manual_seed(0)
-    save_file(layout_nets.plain().state_dict(), tmp_path / "net.safetensors")
-    layout_nets.SEEN.clear()
-    return layout_nets, tmp_path / "net.safetensors"
+def nets(torch_project):
+    root = torch_project("layout_nets", NETS, (3, 8, 8), samples=1)
+    module = sys.modules["layout_nets"]
+    module.SEEN.clear()
+    return module, root / "layout_nets.safetensors"
 
 
 @pytest.mark.parametrize("factory", ["plain", "flattening"])

@@ -9,15 +9,10 @@ import re
 
 import pytest
 
-from tinygate import artifacts, cli, config, init
+from tests.conftest import init_project as _init
+from tinygate import artifacts, config, init
 
 CORE_ML = ("coreml", "coreml_int8", "coreml_palettize")
-
-
-def _init(root) -> str:
-    assert cli.main(["init", str(root / "mlp.safetensors"), "--factory", "mlp:build", "--data", str(root / "eval.npz"),
-                     "--config", str(root / "gate.toml"), "--cache-dir", str(root / "cache")]) == 0
-    return (root / "gate.toml").read_text()
 
 
 def test_without_coremltools_the_core_ml_variants_are_left_out_saying_how_to_get_them(mlp_project, monkeypatch):
@@ -67,32 +62,16 @@ def test_a_package_the_interpreter_cannot_run_is_left_out_as_not_judged_off_maco
                          r"interpreter does not support op\(s\): linear$", text, re.M), text
 
 
-def test_a_model_that_flattens_with_view_of_its_size_is_told_why_core_ml_cannot_convert_it(tmp_path, monkeypatch):
+def test_a_model_that_flattens_with_view_of_its_size_is_told_why_core_ml_cannot_convert_it(torch_project):
     """coremltools 9.0 with numpy 2.4 fails on int() of a shape (x.view(x.size(0), -1), the common flatten) with
     a bare TypeError about 0-dimensional arrays; the step says what it is and the two ways around it."""
-    import sys
-
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
-
-    (tmp_path / "viewnet.py").write_text(
+    root = torch_project("viewnet", (
         "import torch\n\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
         "        self.conv, self.head = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4 * 8 * 8, 3)\n\n"
         "    def forward(self, x):\n        y = self.conv(x)\n        return self.head(y.view(y.size(0), -1))\n\n\n"
-        "def build():\n    return Net()\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "viewnet", raising=False)
-    import viewnet
-
-    torch.manual_seed(0)
-    save_file(viewnet.build().state_dict(), tmp_path / "mlp.safetensors")
-    np.savez(tmp_path / "eval.npz", inputs=np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32))
-    assert cli.main(["init", str(tmp_path / "mlp.safetensors"), "--factory", "viewnet:build", "--data",
-                     str(tmp_path / "eval.npz"), "--config", str(tmp_path / "gate.toml"), "--cache-dir",
-                     str(tmp_path / "cache")]) == 0
-    text = (tmp_path / "gate.toml").read_text()
-    if "[models.mlp.variants.coreml]" in text:
+        "def build():\n    return Net()\n"), (1, 8, 8), samples=8)
+    text = _init(root, "viewnet")
+    if "[models.viewnet.variants.coreml]" in text:
         pytest.skip("this coremltools converts int() of a shape (the bug is fixed)")
     assert re.search(r"^# variant coreml \(.*\) left out: .*only 0-dimensional arrays can be converted to Python "
                      r"scalars: a coremltools [\d.]+ bug with numpy [\d.]+ \(coremltools issues 2633 and 2755\): "

@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import re
 
-from tinygate import cli
+from tests.conftest import init_project as _init
 
 NO_SMALLER = re.compile(r"it is no smaller on disk than the float model's own file \(([\d.]+) KB against ([\d.]+) KB\)")
-
-
-def _init(root) -> str:
-    assert cli.main(["init", str(root / "mlp.safetensors"), "--factory", "mlp:build", "--data", str(root / "eval.npz"),
-                     "--config", str(root / "gate.toml"), "--cache-dir", str(root / "cache")]) == 0
-    return (root / "gate.toml").read_text()
 
 
 def _warned(text: str) -> dict[str, tuple[float, float]]:

@@ -262,8 +262,8 @@ def runner_all(art: Artifact, threads: int = 1, evaluating: bool = False) -> Cal
                 warnings.simplefilter("ignore", DeprecationWarning)
                 model = torch.jit.load(str(art.path))
 
-        channels_last = [evaluating and art.kind == "torch" and any(isinstance(m, torch.nn.Conv2d)
-                                                                     for m in model.modules())]
+        channels_last = evaluating and art.kind == "torch" and any(isinstance(m, torch.nn.Conv2d)
+                                                                    for m in model.modules())
 
         def call(ts: list) -> object:
             with torch.inference_mode(), time_limit(max_call_seconds(), art.path,
@@ -271,15 +271,16 @@ def runner_all(art: Artifact, threads: int = 1, evaluating: bool = False) -> Cal
                 return model(*ts)
 
         def run(*xs: np.ndarray) -> list[np.ndarray]:
+            nonlocal channels_last
             ts = [torch.from_numpy(x) for x in xs]
-            if channels_last[0]:
+            if channels_last:
                 try:
                     out = call([t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in ts])
                 except GateError:  # past the time limit: not tried again
                     raise
                 except Exception:  # the model needs row-major memory (or fails anyway): as given, from now on
-                    channels_last[0] = False
-            if not channels_last[0]:
+                    channels_last = False
+            if not channels_last:
                 out = call(ts)
             outs = list(out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out])
             if not outs or not all(isinstance(t, torch.Tensor) for t in outs):

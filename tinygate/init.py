@@ -256,8 +256,9 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
     data = pipeline.Context(model, cache).evaluation()
     float_art = pipeline.float_artifact(model)
     float_quality = _quality(float_art, model, data, cache) if task != "fidelity" else {}
-    out = [Measured("float", [], _budgets({"size_kb": float_art.disk_bytes() / 1000, **float_quality}, {}),
-                    {"size_kb": float_art.disk_bytes() / 1000, **float_quality})]
+    float_kb = float_art.disk_bytes() / 1000
+    out = [Measured("float", [], _budgets({"size_kb": float_kb, **float_quality}, {}),
+                    {"size_kb": float_kb, **float_quality})]
     for vname, variant in model.variants.items():
         if variant.is_float:
             continue
@@ -280,25 +281,22 @@ def _measure(header: str, args, name: str, task: str, cfg_path: Path) -> list[Me
             if broken := _broken(figures, float_quality):
                 out.append(Measured(vname, candidates[vname], {}, figures, f"too far from the float model: {broken}"))
                 continue
-            warning = (f"output {lossy.output!r} is at {lossy.sqnr_db:.1f} dB SQNR against the float model: this "
-                       f"variant already loses much of it; look before you ship it") \
-                if lossy.sqnr_db < LOSSY_SQNR_DB else ""
+            cautions = []
+            if lossy.sqnr_db < LOSSY_SQNR_DB:
+                cautions.append(f"output {lossy.output!r} is at {lossy.sqnr_db:.1f} dB SQNR against the float model: "
+                                "this variant already loses much of it; look before you ship it")
             if figures.get("speedup", 1.0) < 0.9:
-                warning += ("; " if warning else "") + (f"it runs {1 / figures['speedup']:.2f}x slower than the float "
-                                                        "model on this machine")
-            float_kb = out[0].figures["size_kb"]
+                cautions.append(f"it runs {1 / figures['speedup']:.2f}x slower than the float model on this machine")
             if any(s.name in SHRINKING_STEPS for s in variant.steps) and figures["size_kb"] >= float_kb:
-                warning += ("; " if warning else "") + (
-                    f"it is no smaller on disk than the float model's own file ({figures['size_kb']:.1f} KB "
-                    f"against {float_kb:.1f} KB): on a tiny model the format's overhead can outweigh what the step "
-                    "saves, or the step found nothing to shrink")
+                cautions.append(f"it is no smaller on disk than the float model's own file ({figures['size_kb']:.1f} "
+                                f"KB against {float_kb:.1f} KB): on a tiny model the format's overhead can outweigh "
+                                "what the step saves, or the step found nothing to shrink")
             budgets = _budgets(figures, float_quality)
             if art.kind == "mlpackage":  # Core ML is timed on macOS only: a min_speedup would fail CI on Linux
                 budgets.pop("min_speedup", None)
             if quantizer := next((s for s in variant.steps if s.name in QUANTIZING_STEPS), None):
-                said = _weight_floor(gate, variant, quantizer, figures, budgets)
-                warning += ("; " if warning and said else "") + said
-            out.append(Measured(vname, candidates[vname], budgets, figures, warning=warning,
+                cautions.append(_weight_floor(gate, variant, quantizer, figures, budgets))
+            out.append(Measured(vname, candidates[vname], budgets, figures, warning="; ".join(filter(None, cautions)),
                                 measured_on=artifacts.MIL_INTERPRETER if interpreted else ""))
         except Exception as exc:  # the step does not suit this model: leave the variant out, saying why
             first = (str(exc).strip().splitlines() or [""])[0]
