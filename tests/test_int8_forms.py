@@ -97,3 +97,34 @@ def test_a_square_qoperator_matmul_weight_is_read_on_its_output_channel_axis(tmp
         (tensor,) = quant_artifacts.read(Artifact("onnx", path, "x", ""), {"w": [weight]})
         assert tensor.params.axis == 1, op
         assert quant_artifacts.check_tensor(tensor, weight).within_bound, op
+
+
+def test_a_linear_weight_the_exporter_renamed_and_transposed_is_matched_by_value_and_checked(tmp_path):
+    """torch.onnx exports a Linear on a 3-D input as MatMul with the weight's transpose folded into a new constant
+    (`val_0`): the quantized tensor is matched to the float weight by value, transposed, and still checked against
+    it; a weight that no longer fits the float model's fails the bound."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnxruntime.quantization import quantize_dynamic
+
+    from tinygate import quant_artifacts
+    from tinygate.artifacts import Artifact
+
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(6, 12)).astype(np.float32), rng.normal(size=(1, 6)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "val_0"], ["h"]),
+                               helper.make_node("MatMul", ["h", "val_2"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 12])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 1, 1])],
+                              [numpy_helper.from_array(first.T.copy(), "val_0"),
+                               numpy_helper.from_array(second.T.copy(), "val_2")])
+    src, path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    quantize_dynamic(src, path)
+    references = {"0.weight": [first], "2.weight": [second]}
+    tensors = {t.name: t for t in quant_artifacts.read(Artifact("onnx", path, "x", ""), references)}
+    assert set(tensors) == {"0.weight", "2.weight"} and tensors["0.weight"].transposed  # (12, 6) stored for (6, 12)
+    assert all(quant_artifacts.check_tensor(tensors[n], references[n][0]).within_bound for n in tensors)
+    moved = first + 0.05 * np.abs(first).max()  # the float model changed under the artifact
+    assert not quant_artifacts.check_tensor(tensors["0.weight"], moved).within_bound

@@ -126,20 +126,23 @@ def read(art: Artifact, references: dict[str, list[np.ndarray]]) -> list[Quantiz
 
 
 def _match_by_value(tensors: list[QuantizedTensor], references: dict[str, list[np.ndarray]]) -> list[str]:
-    """Name each tensor after the float weight it fits best (lowest worst error/bound), one weight per tensor;
-    returns the stored names no weight of its shape is left for."""
+    """Name each tensor after the float weight it fits best (lowest worst error/bound), one weight per tensor, as
+    stored or transposed (the ONNX exporter folds a Linear's transpose into a new constant, `val_0`, when its
+    input has more than two dimensions); returns the stored names no weight of its shape is left for."""
     fits = []
     for i, t in enumerate(tensors):
-        for name, candidates in references.items():
-            try:
-                c = check_best(t, candidates)
-            except ValueError:  # another shape
-                continue
-            fits.append((c.max_error / c.bound if c.bound > 0 else float("inf"), i, name))
+        for flip in (t.transposed, not t.transposed) if t.dequantized.ndim == 2 else (t.transposed,):
+            t.transposed = flip
+            for name, candidates in references.items():
+                try:
+                    c = check_best(t, candidates)
+                except ValueError:  # another shape
+                    continue
+                fits.append((c.max_error / c.bound if c.bound > 0 else float("inf"), i, name, flip))
     done, taken = set(), set()
-    for _, i, name in sorted(fits):
+    for _, i, name, flip in sorted(fits):
         if i not in done and name not in taken:
-            tensors[i].name = name
+            tensors[i].name, tensors[i].transposed = name, flip
             done.add(i)
             taken.add(name)
     return [t.stored for i, t in enumerate(tensors) if i not in done]
@@ -190,11 +193,11 @@ def _read_onnx(art: Artifact, float_names: list[str], unmatched: list[str]) -> l
         node = dequantizers.get(name)  # static QDQ names the scale and zero point (a bias: "b_quantized_scale")
         scale_name = node.input[1] if node is not None else f"{stem}_scale"
         zero_name = node.input[2] if node is not None and len(node.input) > 2 else f"{stem}_zero_point"
-        float_name = _match(base, float_names)
+        float_name = _match(base, float_names)  # None: matched by value (read)
         if scale_name not in inits and name in biases and all(s in inits for s in biases[name]):
             x_scale, w_scale = biases[name]
             inits[scale_name] = (inits[x_scale].astype(np.float32) * inits[w_scale].astype(np.float32))
-        if float_name is None or scale_name not in inits:
+        if scale_name not in inits:
             unmatched.append(name)
             continue
         axis_attr = next((a.i for a in node.attribute if a.name == "axis"), 1) if node is not None else None
